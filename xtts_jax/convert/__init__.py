@@ -1,0 +1,1 @@
+"""xtts_jax.convert"""
