@@ -1,1 +1,1 @@
-"""xtts_jax.audio"""
+"""xtts_jax.audio: audio in (``io``), features (``mel``) and speech datasets (``datasets``)."""
