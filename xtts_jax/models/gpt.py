@@ -1,0 +1,364 @@
+"""GPT-2 in Equinox: config, presets, the transformer stack with a KV-cache decode path, the LM.
+
+Read top to bottom: ``GPTConfig`` and its presets, attention, block, ``Transformer`` (stacked
+blocks run under ``lax.scan`` or unrolled, plus the final norm), ``GPT`` (embeddings + transformer +
+head), and ``logical_axes`` (names for sharding). The TTS model reuses ``Transformer`` with its own
+embeddings and heads. Modules take one unbatched example; callers ``vmap``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from xtts_jax.errors import UserError
+from xtts_jax.models.layers import MLP, MLP_ACTIVATIONS, Dense, LayerNorm, mlp_hidden_width, residual_std
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    block_size: int = 1024
+    vocab_size: int = 50257  # the real vocabulary; embeddings are padded to a multiple of 64
+    bias: bool = True
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+    mlp_activation: str = "gelu_tanh"
+    scan_layers: bool = True  # lax.scan compiles fast at 30+ layers; unrolled runs faster (ANCHORS.md)
+    compute_dtype: str = "auto"  # "auto": bfloat16 on GPU/TPU, float32 on CPU; parameters stay float32
+    attention: str = "auto"  # "auto": cuDNN flash attention on GPU in 16-bit, else XLA; or "xla" / "cudnn"
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise UserError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+        if self.mlp_activation not in MLP_ACTIVATIONS:
+            raise UserError(f"unknown mlp_activation {self.mlp_activation!r}; choose one of {', '.join(MLP_ACTIVATIONS)}")
+        if self.compute_dtype not in ("auto", *DTYPES):
+            raise UserError(f"unknown compute_dtype {self.compute_dtype!r}; choose auto, {', '.join(DTYPES)}")
+        if self.attention not in ("auto", "xla", "cudnn"):
+            raise UserError(f"unknown attention {self.attention!r}; choose auto, xla or cudnn")
+        if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:
+            raise UserError("n_layer, n_head, n_embd, block_size and vocab_size must all be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"dropout {self.dropout} is outside [0, 1)")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return 64 * math.ceil(self.vocab_size / 64)
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def dtype(self):
+        if self.compute_dtype == "auto":
+            return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+        return DTYPES[self.compute_dtype]
+
+    @property
+    def attention_impl(self) -> str:
+        if self.attention != "auto":
+            return self.attention
+        gpu16 = jax.default_backend() == "gpu" and self.dtype in (jnp.bfloat16, jnp.float16)
+        return "cudnn" if gpu16 and self.head_dim <= 128 else "xla"
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count (padded vocabulary); ``non_embedding`` leaves out position embeddings, as nanoGPT."""
+        d, b = self.n_embd, int(self.bias)
+        hidden = mlp_hidden_width(d, self.mlp_activation)
+        n_mats = 3 if hidden != 4 * d else 2
+        ln = d * (1 + b)
+        attn = 3 * d * d + 3 * d * b + d * d + d * b
+        mlp = (n_mats - 1) * (d * hidden + hidden * b) + hidden * d + d * b
+        n = self.n_layer * (2 * ln + attn + mlp) + ln + self.padded_vocab_size * d
+        n += 0 if self.tie_embeddings else self.padded_vocab_size * d
+        return n if non_embedding else n + self.block_size * d
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training flops per token, nanoGPT's formula: 6 N + 12 n_layer n_embd T."""
+        t = seq_len or self.block_size
+        return 6 * self.num_params(non_embedding=True) + 12 * self.n_layer * self.n_embd * t
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise UserError(f"unknown GPTConfig field(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+PRESETS: dict[str, GPTConfig] = {
+    "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768),
+    "gpt2-medium": GPTConfig(n_layer=24, n_head=16, n_embd=1024),
+    "gpt2-large": GPTConfig(n_layer=36, n_head=20, n_embd=1280),
+    "gpt2-xl": GPTConfig(n_layer=48, n_head=25, n_embd=1600),
+    # CPU-sized configs for tests, recipes and benchmarks.
+    "tiny": GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=256),
+    "nano": GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=64),
+}
+
+
+def get_config(name: str, **overrides) -> GPTConfig:
+    """A named preset, with fields overridden; unknown names get a one-line error listing the choices."""
+    if name not in PRESETS:
+        raise UserError(f"unknown GPT config {name!r}; choose one of {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def _dropout(x: Array, rate: float, key: PRNGKeyArray | None) -> Array:
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+class KVCache(NamedTuple):
+    """Keys and values of every layer for one sequence: each [n_layer, max_len, n_head, head_dim]."""
+
+    k: Array
+    v: Array
+
+
+class CausalSelfAttention(eqx.Module):
+    c_attn: Dense
+    c_proj: Dense
+    n_head: int = eqx.field(static=True)
+    implementation: str = eqx.field(static=True)
+
+    def __init__(self, cfg: GPTConfig, *, key: PRNGKeyArray):
+        k1, k2 = jax.random.split(key)
+        self.c_attn = Dense(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias, std=0.02, key=k1)
+        self.c_proj = Dense(cfg.n_embd, cfg.n_embd, bias=cfg.bias, std=residual_std(cfg.n_layer), key=k2)
+        self.n_head = cfg.n_head
+        self.implementation = cfg.attention_impl
+
+    def qkv(self, x: Float[Array, "T C"]) -> tuple[Array, Array, Array]:
+        q, k, v = jnp.split(self.c_attn(x), 3, axis=-1)
+        split = lambda t: t.reshape(*t.shape[:-1], self.n_head, -1)  # noqa: E731
+        return split(q), split(k), split(v)
+
+    def __call__(self, x: Float[Array, "T C"]) -> tuple[Float[Array, "T C"], tuple[Array, Array]]:
+        q, k, v = self.qkv(x)
+        y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.implementation)
+        return self.c_proj(y.reshape(x.shape)), (k, v)
+
+    def decode(self, x: Float[Array, " C"], k_cache: Array, v_cache: Array, pos: Int[Array, ""]):
+        """One new token at ``pos`` against the cache [S, H, D]; returns output and the updated caches."""
+        q, k, v = self.qkv(x)
+        k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype), (pos, 0, 0))
+        v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype), (pos, 0, 0))
+        scores = jnp.einsum("hd,shd->hs", q, k_cache.astype(q.dtype), preferred_element_type=jnp.float32)
+        scores = scores / math.sqrt(q.shape[-1])
+        scores = jnp.where(jnp.arange(k_cache.shape[0]) <= pos, scores, -jnp.inf)
+        probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+        y = jnp.einsum("hs,shd->hd", probs, v_cache.astype(q.dtype))
+        return self.c_proj(y.reshape(x.shape)), k_cache, v_cache
+
+
+class Block(eqx.Module):
+    ln_1: LayerNorm
+    attn: CausalSelfAttention
+    ln_2: LayerNorm
+    mlp: MLP
+    dropout: float = eqx.field(static=True)
+
+    def __init__(self, cfg: GPTConfig, *, key: PRNGKeyArray):
+        k1, k2 = jax.random.split(key)
+        self.ln_1 = LayerNorm(cfg.n_embd, bias=cfg.bias, eps=cfg.layer_norm_eps)
+        self.attn = CausalSelfAttention(cfg, key=k1)
+        self.ln_2 = LayerNorm(cfg.n_embd, bias=cfg.bias, eps=cfg.layer_norm_eps)
+        proj_std = residual_std(cfg.n_layer)
+        self.mlp = MLP(cfg.n_embd, cfg.mlp_activation, bias=cfg.bias, std=0.02, proj_std=proj_std, key=k2)
+        self.dropout = cfg.dropout
+
+    def __call__(self, x: Float[Array, "T C"], dtype, key: PRNGKeyArray | None = None):
+        """Residual stream ``x`` stays float32; matmuls run in ``dtype``. Returns (x, (k, v))."""
+        k1, k2 = jax.random.split(key) if key is not None else (None, None)
+        a, kv = self.attn(self.ln_1(x).astype(dtype))
+        x = x + _dropout(a, self.dropout, k1).astype(x.dtype)
+        m = self.mlp(self.ln_2(x).astype(dtype))
+        return x + _dropout(m, self.dropout, k2).astype(x.dtype), kv
+
+    def decode(self, x: Float[Array, " C"], dtype, k_cache, v_cache, pos):
+        a, k_cache, v_cache = self.attn.decode(self.ln_1(x).astype(dtype), k_cache, v_cache, pos)
+        x = x + a.astype(x.dtype)
+        return x + self.mlp(self.ln_2(x).astype(dtype)).astype(x.dtype), k_cache, v_cache
+
+
+def _over_layers(blocks: Block, body, carry, xs, n_layer: int, scan: bool):
+    """Run ``body(block, carry, x) -> (carry, y)`` over stacked blocks, under lax.scan or unrolled."""
+    params, static = eqx.partition(blocks, eqx.is_array)
+    step = lambda c, p_x: body(eqx.combine(p_x[0], static), c, p_x[1])  # noqa: E731
+    if scan:
+        return jax.lax.scan(step, carry, (params, xs))
+    ys = []
+    for i in range(n_layer):
+        carry, y = step(carry, jax.tree.map(lambda a: a[i], (params, xs)))
+        ys.append(y)
+    return carry, jax.tree.map(lambda *a: jnp.stack(a), *ys)
+
+
+class Transformer(eqx.Module):
+    """The stack of blocks (parameters stacked on a leading layer axis) and the final LayerNorm."""
+
+    blocks: Block
+    ln_f: LayerNorm
+    config: GPTConfig = eqx.field(static=True)
+
+    def __init__(self, cfg: GPTConfig, *, key: PRNGKeyArray):
+        self.blocks = eqx.filter_vmap(lambda k: Block(cfg, key=k))(jax.random.split(key, cfg.n_layer))
+        self.ln_f = LayerNorm(cfg.n_embd, bias=cfg.bias, eps=cfg.layer_norm_eps)
+        self.config = cfg
+
+    def __call__(self, x: Float[Array, "T C"], *, key: PRNGKeyArray | None = None):
+        """Hidden states after ``ln_f`` [T, C] and every layer's (k, v), each [n_layer, T, H, D]."""
+        cfg = self.config
+        keys = None if key is None else jax.random.split(key, cfg.n_layer)
+        body = lambda block, h, k: block(h, cfg.dtype, k)  # noqa: E731
+        x, kv = _over_layers(self.blocks, body, x.astype(jnp.float32), keys, cfg.n_layer, cfg.scan_layers)
+        return self.ln_f(x), kv
+
+    def decode(self, x: Float[Array, " C"], cache: KVCache, pos: Int[Array, ""]):
+        """One token's hidden state at ``pos``; the cache is updated in place layer by layer."""
+        cfg = self.config
+
+        def body(block, carry, layer):
+            h, k_all, v_all = carry
+            h, k_l, v_l = block.decode(h, cfg.dtype, k_all[layer], v_all[layer], pos)
+            return (h, k_all.at[layer].set(k_l), v_all.at[layer].set(v_l)), None
+
+        carry = (x.astype(jnp.float32), cache.k, cache.v)
+        (x, k, v), _ = _over_layers(self.blocks, body, carry, jnp.arange(cfg.n_layer), cfg.n_layer, cfg.scan_layers)
+        return self.ln_f(x), KVCache(k, v)
+
+    def empty_cache(self, max_len: int) -> KVCache:
+        cfg = self.config
+        shape = (cfg.n_layer, max_len, cfg.n_head, cfg.head_dim)
+        return KVCache(jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype))
+
+
+def check_tokens(tokens, cfg: GPTConfig, vocab_size: int | None = None, what: str = "token ids") -> None:
+    """Boundary checks with one-line errors: length within block_size, ids within the vocabulary.
+    Values are checked only when concrete (not while tracing)."""
+    vocab_size = vocab_size or cfg.vocab_size
+    if tokens.shape[-1] > cfg.block_size:
+        raise UserError(f"sequence of {tokens.shape[-1]} tokens is longer than block_size {cfg.block_size}")
+    if not isinstance(tokens, jax.core.Tracer) and tokens.size:
+        lo, hi = int(jnp.min(tokens)), int(jnp.max(tokens))
+        if lo < 0 or hi >= vocab_size:
+            raise UserError(f"{what} must lie in [0, {vocab_size}); got {lo if lo < 0 else hi}")
+
+
+class GPT(eqx.Module):
+    """GPT-2: token + position embeddings, the transformer, a (tied) LM head."""
+
+    wte: Float[Array, "V C"]
+    wpe: Float[Array, "P C"]
+    transformer: Transformer
+    lm_head: Dense | None
+    config: GPTConfig = eqx.field(static=True)
+
+    def __init__(self, cfg: GPTConfig, *, key: PRNGKeyArray):
+        k_wte, k_wpe, k_tr, k_head = jax.random.split(key, 4)
+        self.wte = 0.02 * jax.random.normal(k_wte, (cfg.padded_vocab_size, cfg.n_embd), jnp.float32)
+        self.wpe = 0.02 * jax.random.normal(k_wpe, (cfg.block_size, cfg.n_embd), jnp.float32)
+        self.transformer = Transformer(cfg, key=k_tr)
+        self.lm_head = None if cfg.tie_embeddings else Dense(cfg.n_embd, cfg.padded_vocab_size, bias=False, std=0.02, key=k_head)
+        self.config = cfg
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(x.size for x in jax.tree.leaves(eqx.filter(self, eqx.is_array)))
+        return n - self.wpe.size if non_embedding else n
+
+    def logits(self, h: Float[Array, "... C"]) -> Float[Array, "... V"]:
+        """LM head over the real vocabulary; matmul in the compute dtype, accumulated in float32."""
+        dtype = self.config.dtype
+        w = self.wte.T if self.lm_head is None else self.lm_head.weight
+        out = jnp.matmul(h.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
+        return out[..., : self.config.vocab_size]
+
+    def hidden(self, tokens: Int[Array, " T"], *, key: PRNGKeyArray | None = None) -> Float[Array, "T C"]:
+        return self.forward(tokens, key=key)[0]
+
+    def forward(self, tokens: Int[Array, " T"], *, key: PRNGKeyArray | None = None):
+        """(final-norm hidden states [T, C], per-layer (k, v)) for one sequence."""
+        check_tokens(tokens, self.config)
+        k_emb, k_tr = jax.random.split(key) if key is not None else (None, None)
+        x = self.wte[tokens] + self.wpe[: tokens.shape[0]]
+        return self.transformer(_dropout(x, self.config.dropout, k_emb), key=k_tr)
+
+    def __call__(self, tokens: Int[Array, " T"], *, key: PRNGKeyArray | None = None) -> Float[Array, "T V"]:
+        return self.logits(self.hidden(tokens, key=key))
+
+    # --- KV-cache decoding (see xtts_jax/inference/sampling.py for the loop) ---
+    def prefill(self, tokens: Int[Array, " T"], max_len: int) -> tuple[Float[Array, "T V"], KVCache]:
+        """Logits of a prompt and a cache of length ``max_len`` holding its keys and values."""
+        h, (k, v) = self.forward(tokens)
+        cache = self.transformer.empty_cache(max_len)
+        k = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (0, 0, 0, 0))
+        v = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (0, 0, 0, 0))
+        return self.logits(h), KVCache(k, v)
+
+    def decode_step(self, cache: KVCache, token: Int[Array, ""], pos: Int[Array, ""]):
+        """Feed ``token`` at position ``pos``; returns (cache, logits [V]) for the next position."""
+        x = self.wte[token] + self.wpe[pos]
+        h, cache = self.transformer.decode(x, cache, pos)
+        return cache, self.logits(h)
+
+
+# Logical axis names per parameter (path suffix -> names); stacked block parameters get "layers"
+# in front. train/sharding.py maps these names onto mesh axes with one rule table.
+_LOGICAL_AXES = {
+    "wte": ("vocab", "embed"),
+    "wpe": (None, "embed"),
+    "lm_head.weight": ("embed", "vocab"),
+    "c_attn.weight": ("embed", "heads"),
+    "c_attn.bias": ("heads",),
+    "attn.c_proj.weight": ("heads", "embed"),
+    "c_fc.weight": ("embed", "mlp"),
+    "c_gate.weight": ("embed", "mlp"),
+    "c_fc.bias": ("mlp",),
+    "c_gate.bias": ("mlp",),
+    "mlp.c_proj.weight": ("mlp", "embed"),
+    "c_proj.bias": ("embed",),
+    "weight": ("embed",),  # LayerNorm
+    "bias": ("embed",),
+}
+
+
+def path_name(path) -> str:
+    return ".".join(str(getattr(p, "name", getattr(p, "key", getattr(p, "idx", p)))) for p in path)
+
+
+def logical_axes(model: eqx.Module) -> eqx.Module:
+    """A pytree shaped like ``model`` with a PartitionSpec of logical axis names at each array leaf."""
+
+    def spec(path, leaf):
+        if not eqx.is_array(leaf):
+            return leaf
+        name = path_name(path)
+        for suffix, axes in _LOGICAL_AXES.items():
+            if re.search(rf"(^|\.){re.escape(suffix)}$", name):
+                axes = (("layers",) if ".blocks." in f".{name}" else ()) + axes
+                if len(axes) == leaf.ndim:
+                    return P(*axes)
+        return P(*([None] * leaf.ndim))
+
+    return jax.tree_util.tree_map_with_path(spec, model)
