@@ -91,31 +91,38 @@ def _write(streams, source_info: list[dict], out_dir: Path, workers: int, progre
     tokens = {s: 0 for s in SPLITS}
     docs = {s: 0 for s in SPLITS}
     gpt2_encoding()  # fail on a missing tokenizer before reading anything
-    with open(tmp["train"], "wb") as f_train, open(tmp["val"], "wb") as f_val:
-        files = {"train": f_train, "val": f_val}
-        bar = tqdm(total=total, unit=" docs", disable=not progress, desc=f"tokenizing ({workers} workers)")
-        for result in _tokenized(_chunks(streams), workers):
-            for split, (ids, n) in result.items():
-                if n and docs[split] == 0:
-                    ids = ids[1:]  # EOT goes between documents, not before the first
-                ids.tofile(files[split])
-                tokens[split] += len(ids)
-                docs[split] += n
-            bar.set_postfix(tokens=f"{tokens['train'] + tokens['val']:,}", refresh=False)
-            bar.update(result["train"][1] + result["val"][1])
-        bar.close()
-    if docs["train"] == 0:
-        raise UserError(f"the corpus gave no training documents ({docs['val']} went to validation); "
-                        "give more documents or a smaller val_fraction")
+    try:
+        with open(tmp["train"], "wb") as f_train, open(tmp["val"], "wb") as f_val:
+            files = {"train": f_train, "val": f_val}
+            bar = tqdm(total=total, unit=" docs", disable=not progress, desc=f"tokenizing ({workers} workers)")
+            for result in _tokenized(_chunks(streams), workers):
+                for split, (ids, n) in result.items():
+                    if n and docs[split] == 0:
+                        ids = ids[1:]  # EOT goes between documents, not before the first
+                    ids.tofile(files[split])
+                    tokens[split] += len(ids)
+                    docs[split] += n
+                bar.set_postfix(tokens=f"{tokens['train'] + tokens['val']:,}", refresh=False)
+                bar.update(result["train"][1] + result["val"][1])
+            bar.close()
+        if docs["train"] == 0:
+            raise UserError(f"the corpus gave no training documents ({docs['val']} went to validation); "
+                            "give more documents or a smaller val_fraction")
+    except BaseException:
+        # Leave the previous train.bin / val.bin of out_dir as they were.
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
+        raise
     meta = {
         "tokenizer": "gpt2", "vocab_size": VOCAB_SIZE, "eot_id": EOT_ID, "dtype": "uint16",
         "separator": "<|endoftext|> between documents", "val_fraction": val_fraction,
         **{split: {"file": f"{split}.bin", "tokens": tokens[split], "documents": docs[split]} for split in SPLITS},
         "sources": source_info,
     }
+    (out_dir / "meta.json.tmp").write_text(json.dumps(meta, indent=2) + "\n")
     for split in SPLITS:
         os.replace(tmp[split], out_dir / f"{split}.bin")
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(out_dir / "meta.json.tmp", out_dir / "meta.json")
     return meta
 
 
