@@ -4,8 +4,9 @@ Within a split, documents are joined by ``<|endoftext|>`` (id 50256): ``decode(t
 ``"<|endoftext|>".join(train documents)``. Documents are encoded with ``encode_ordinary``, so a literal
 "<|endoftext|>" inside a story stays text and 50256 only ever marks a boundary.
 
-The validation split takes documents 0, ceil(1/f), ... of the stream (every 1/f-th, starting with the first),
-so it is deterministic, exactly ``floor((n - 1) * f) + 1`` documents, and spread over all sources; or it is
+The validation split takes the documents i of the stream where ``i * f`` reaches a new integer (the first,
+then about every 1/f-th), so it is deterministic, exactly ``floor((n - 1) * f) + 1`` of n documents, and
+spread over all sources, without knowing n before the end of a streamed 2 GB file; or it is
 given as separate files (``val_sources``, e.g. ``TinyStories-valid.txt``). A ``meta.json`` sidecar records
 the tokenizer, token and document counts, and sources. Files are written under temporary names and renamed
 at the end, so an interrupted run never leaves a half-written ``train.bin`` that looks finished.
@@ -47,7 +48,8 @@ def tokenize_chunk(start: int, documents: list[str], val_fraction: float) -> dic
 
     Returns ``{split: (uint16 ids, number of documents)}``; the writer drops the first EOT of each split.
     """
-    encoded = gpt2_encoding().encode_ordinary_batch(documents, num_threads=1)
+    enc = gpt2_encoding()
+    encoded = [enc.encode_ordinary(doc) for doc in documents]
     val = is_val(np.arange(start, start + len(documents)), val_fraction)
     out = {}
     for split, mask in (("train", ~val), ("val", val)):
