@@ -1,0 +1,146 @@
+"""DVAE: shapes, encode -> decode, codebook EMA math against numpy, dead-code restarts, training."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from xtts_jax.audio.mel import MelStats
+from xtts_jax.models.dvae import (
+    DVAE, PRESETS, Codebook, DVAEConfig, codebook_stats, dvae_loss, ema_update, nearest_code, pad_frames,
+    restart_dead_codes, update_codebook,
+)
+
+TINY = PRESETS["tiny"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return DVAE(TINY, jax.random.key(0))
+
+
+def test_xtts_v2_layout_one_token_per_1024_samples():
+    cfg = PRESETS["xtts-v2"]
+    assert cfg.mel.hop_length * cfg.downsample == 1024
+    shapes = eqx.filter_eval_shape(DVAE, cfg, jax.random.key(0))
+    assert shapes.encoder[0].weight.shape == (512, 80, 3) and shapes.encoder[1].weight.shape == (1024, 512, 3)
+    assert shapes.encoder[-1].weight.shape == (512, 1024, 1)
+    assert [type(layer).__name__ for layer in shapes.decoder] == ["Conv1d", "ResBlock", "ResBlock", "ResBlock",
+                                                                 "Upsample", "Upsample", "Conv1d"]
+    assert shapes.decoder[-1].weight.shape == (80, 512, 1)
+    assert shapes.codebook.embed.shape == (1024, 512)
+
+
+def test_shapes_and_encode_decode_agree_with_forward(model):
+    mel = jax.random.normal(jax.random.key(1), (80, 48))
+    recon, codes, z, q = eqx.filter_jit(model)(mel)
+    assert recon.shape == (80, 48) and codes.shape == (12,) and z.shape == q.shape == (12, 16)
+    assert codes.dtype == jnp.int32 and int(codes.max()) < TINY.num_tokens
+    np.testing.assert_array_equal(eqx.filter_jit(DVAE.encode)(model, mel), codes)
+    # straight-through: the forward value is exactly the decoding of the chosen codes
+    np.testing.assert_allclose(eqx.filter_jit(DVAE.decode)(model, codes), recon, atol=1e-5)
+    np.testing.assert_allclose(q, model.codebook.embed[codes])
+    padded = pad_frames(mel[:, :45], TINY.downsample, -11.5)
+    assert padded.shape == (80, 48) and float(padded[0, -1]) == -11.5
+
+
+def test_nearest_code_matches_numpy_bruteforce():
+    rng = np.random.default_rng(0)
+    embed, z = rng.standard_normal((40, 8)).astype(np.float32), rng.standard_normal((100, 8)).astype(np.float32)
+    expected = np.argmin(((z[:, None, :] - embed[None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_array_equal(nearest_code(jnp.asarray(embed), jnp.asarray(z)), expected)
+
+
+def test_ema_update_matches_numpy_formula():
+    rng = np.random.default_rng(1)
+    k, d, n = 8, 4, 30
+    cfg = DVAEConfig(num_tokens=k, codebook_dim=d, ema_decay=0.9, eps=1e-5)
+    book = Codebook(jnp.asarray(rng.standard_normal((k, d)), jnp.float32),
+                    jnp.asarray(rng.uniform(0.5, 3, k), jnp.float32),
+                    jnp.asarray(rng.standard_normal((k, d)), jnp.float32))
+    z = rng.standard_normal((n, d)).astype(np.float32)
+    codes = rng.integers(0, k - 2, n)  # the last two codes stay unused
+    mask = np.arange(n) < 25  # padding rows must not count
+    new = ema_update(book, jnp.asarray(z), jnp.asarray(codes), jnp.asarray(mask), cfg)
+
+    count = np.array([np.sum((codes == i) & mask) for i in range(k)], np.float64)
+    sums = np.stack([z[(codes == i) & mask].sum(0) for i in range(k)])
+    cluster = 0.9 * np.asarray(book.cluster_size, np.float64) + 0.1 * count
+    embed_sum = 0.9 * np.asarray(book.embed_sum, np.float64) + 0.1 * sums
+    total = cluster.sum()
+    smoothed = (cluster + 1e-5) / (total + k * 1e-5) * total
+    np.testing.assert_allclose(new.cluster_size, cluster, rtol=1e-5)
+    np.testing.assert_allclose(new.embed_sum, embed_sum, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new.embed, embed_sum / smoothed[:, None], rtol=1e-4, atol=1e-6)
+
+
+def test_restart_moves_only_dead_codes_onto_valid_data():
+    k, d = 6, 3
+    book = Codebook(jnp.zeros((k, d)), jnp.array([5.0, 0.001, 2.0, 0.0, 1.0, 0.02]), jnp.ones((k, d)))
+    z = jnp.arange(30.0).reshape(10, d) + 100
+    mask = jnp.arange(10) < 4  # only rows 0..3 are real
+    new, n = restart_dead_codes(book, z, mask, jax.random.key(3), threshold=0.03)
+    dead = np.array([False, True, False, True, False, True])
+    assert int(n) == 3
+    np.testing.assert_array_equal(new.embed[~dead], 0.0)
+    np.testing.assert_array_equal(new.cluster_size, np.where(dead, 1.0, book.cluster_size))
+    valid_rows = {tuple(r) for r in np.asarray(z[:4])}
+    for i in np.flatnonzero(dead):
+        assert tuple(np.asarray(new.embed[i])) in valid_rows
+        np.testing.assert_array_equal(new.embed_sum[i], new.embed[i])
+
+
+def test_codebook_stats_perplexity_and_usage():
+    codes = jnp.array([0, 0, 1, 2, 2, 2, 3, 3])
+    mask = jnp.array([1, 1, 1, 1, 1, 1, 0, 0], bool)
+    stats = codebook_stats(codes, mask, 8)
+    p = np.array([2, 1, 3]) / 6
+    np.testing.assert_allclose(stats["perplexity"], np.exp(-(p * np.log(p)).sum()), rtol=1e-5)
+    assert float(stats["usage"]) == 3 / 8
+
+
+def test_gradients_skip_the_codebook_and_reach_the_encoder(model):
+    mels = jax.random.normal(jax.random.key(4), (2, 80, 32))
+    mask = jnp.ones((2, 32), bool).at[1, 20:].set(False)
+    grad_fn = eqx.filter_jit(eqx.filter_value_and_grad(dvae_loss, has_aux=True))
+    (_, aux), grads = grad_fn(model, mels, mask)
+    assert float(jnp.abs(grads.codebook.embed).max()) == 0.0
+    assert float(jnp.abs(grads.encoder[0].weight).max()) > 0.0  # straight-through estimator
+    np.testing.assert_array_equal(aux["token_mask"][1], np.arange(8) < 5)
+
+
+def test_config_round_trips_with_mel_stats():
+    cfg = DVAEConfig(num_tokens=16, mel_stats=MelStats((0.5,) * 80, (2.0,) * 80))
+    assert DVAEConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_tiny_dvae_learns_and_keeps_codes_alive():
+    """Forty steps on mels of tones and chirps: reconstruction improves and several codes are used."""
+    from xtts_jax.audio.mel import log_mel
+
+    t = np.arange(8192) / 22050
+    waves = [np.sin(2 * np.pi * (f * t + 3000 * t**2 * (i % 2))) * (0.2 + 0.6 * (t * (3 + i) % 1))
+             for i, f in enumerate((150, 300, 450, 700, 1000, 1500, 2200, 3000))]
+    mels = jnp.asarray(np.stack([(log_mel(w.astype(np.float32))[:, :32] + 5) / 4 for w in waves]))
+    mask = jnp.ones(mels.shape[::2], bool)
+    model = DVAE(TINY, jax.random.key(5))
+    opt = optax.adam(3e-3)
+    opt_state = opt.init(eqx.filter(model, eqx.is_array))
+
+    @eqx.filter_jit
+    def step(model, opt_state, key):
+        (loss, aux), grads = eqx.filter_value_and_grad(dvae_loss, has_aux=True)(model, mels, mask)
+        updates, opt_state = opt.update(grads, opt_state, eqx.filter(model, eqx.is_array))
+        model, stats = update_codebook(eqx.apply_updates(model, updates), aux, key)
+        return model, opt_state, aux["mel_l1"], stats
+
+    first = None
+    for k in jax.random.split(jax.random.key(6), 40):
+        model, opt_state, l1, stats = step(model, opt_state, k)
+        if first is None:  # every code started dead: the first update placed them on data
+            assert int(stats["restarted"]) >= TINY.num_tokens - 16  # all but the few codes used
+            first = float(l1)
+    assert float(l1) < 0.65 * first
+    assert float(stats["usage"]) >= 4 / TINY.num_tokens and float(stats["perplexity"]) > 2.5

@@ -1,0 +1,261 @@
+"""The discrete VAE that turns log-mel into audio tokens, as XTTS-v2 (after Tortoise's DiscreteVAE).
+
+mel ``[n_mels, T]`` -> conv encoder (2 stride-2 convs: T/4, one token per 1,024 samples) -> resnet
+blocks -> 1x1 conv to ``codebook_dim`` -> nearest of ``num_tokens`` codes -> 1x1 conv -> resnet
+blocks -> 2 x (nearest-neighbour upsample + conv) -> 1x1 conv back to mel. XTTS-v2 uses
+num_tokens 1024, codebook_dim 512, hidden_dim 512, 3 resnet blocks, kernel 3, no normalisation.
+
+The codebook is learned by exponential moving averages (VQ-VAE, van den Oord et al. 2017, App. A.1),
+not by gradients: the model carries it as a :class:`Codebook` whose arrays the forward pass reads
+through ``stop_gradient``; after each optimiser step the trainer calls the pure functions
+:func:`ema_update` and :func:`restart_dead_codes` (state in, state out) and puts the result back
+with ``eqx.tree_at`` (:func:`update_codebook` does all three).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from xtts_jax.audio.mel import MelConfig, MelStats
+from xtts_jax.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class DVAEConfig:
+    n_mels: int = 80
+    num_tokens: int = 1024
+    codebook_dim: int = 512
+    hidden_dim: int = 512
+    num_layers: int = 2  # stride-2 convs: time shrinks by 2**num_layers
+    num_resnet_blocks: int = 3
+    kernel_size: int = 3
+    ema_decay: float = 0.99  # as Tortoise's Quantize
+    eps: float = 1e-5
+    commitment_weight: float = 0.25  # as VQ-VAE's beta and Tortoise's DVAE
+    dead_code_threshold: float = 0.03  # EMA count below which a code is restarted from the data
+    recon_loss: str = "mse"  # Tortoise trains with MSE; "l1" also allowed
+    mel: MelConfig = MelConfig()
+    mel_stats: MelStats | None = None  # per-channel normalisation the model was trained with
+
+    def __post_init__(self):
+        if self.kernel_size % 2 != 1:
+            raise UserError(f"DVAE kernel_size {self.kernel_size} must be odd.")
+        if self.recon_loss not in ("mse", "l1"):
+            raise UserError(f"DVAE recon_loss {self.recon_loss!r} must be 'mse' or 'l1'.")
+        if self.mel.n_mels != self.n_mels:
+            raise UserError(f"DVAE n_mels {self.n_mels} differs from its mel config's {self.mel.n_mels}.")
+
+    @property
+    def downsample(self) -> int:
+        return 2**self.num_layers
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["mel_stats"] = self.mel_stats.to_dict() if self.mel_stats else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DVAEConfig":
+        d = dict(d)
+        d["mel"] = MelConfig(**d.get("mel", {}))
+        d["mel_stats"] = MelStats.from_dict(d["mel_stats"]) if d.get("mel_stats") else None
+        return cls(**d)
+
+
+PRESETS = {
+    "xtts-v2": DVAEConfig(),
+    "small": DVAEConfig(num_tokens=1024, codebook_dim=256, hidden_dim=256, num_resnet_blocks=2),
+    "tiny": DVAEConfig(num_tokens=32, codebook_dim=16, hidden_dim=16, num_resnet_blocks=1),
+}
+
+
+class Codebook(eqx.Module):
+    """EMA codebook state: ``embed = embed_sum / smoothed(cluster_size)``."""
+
+    embed: Float[Array, "num_tokens codebook_dim"]
+    cluster_size: Float[Array, " num_tokens"]  # EMA of how many vectors each code received
+    embed_sum: Float[Array, "num_tokens codebook_dim"]  # EMA of the sum of those vectors
+
+    @staticmethod
+    def init(cfg: DVAEConfig, key: PRNGKeyArray) -> "Codebook":
+        """Every code starts with count 0, i.e. dead: the first :func:`update_codebook` moves them
+        all onto encoder outputs (a data-dependent start; random codes far from the encoder's
+        outputs would leave all but one unused)."""
+        embed = jax.random.normal(key, (cfg.num_tokens, cfg.codebook_dim))
+        return Codebook(embed, jnp.zeros(cfg.num_tokens), jnp.zeros_like(embed))
+
+
+class ResBlock(eqx.Module):
+    convs: tuple[eqx.nn.Conv1d, eqx.nn.Conv1d, eqx.nn.Conv1d]
+
+    def __init__(self, channels: int, kernel_size: int, key: PRNGKeyArray):
+        k1, k2, k3 = jax.random.split(key, 3)
+        pad = kernel_size // 2
+        self.convs = (eqx.nn.Conv1d(channels, channels, kernel_size, padding=pad, key=k1),
+                      eqx.nn.Conv1d(channels, channels, kernel_size, padding=pad, key=k2),
+                      eqx.nn.Conv1d(channels, channels, 1, key=k3))
+
+    def __call__(self, x: Float[Array, "c t"]) -> Float[Array, "c t"]:
+        h = jax.nn.relu(self.convs[0](x))
+        h = jax.nn.relu(self.convs[1](h))
+        return x + self.convs[2](h)
+
+
+class Upsample(eqx.Module):
+    """Nearest-neighbour 2x then a conv, as Tortoise's UpsampledConv (no transposed-conv checkerboard)."""
+
+    conv: eqx.nn.Conv1d
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, key: PRNGKeyArray):
+        self.conv = eqx.nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2, key=key)
+
+    def __call__(self, x: Float[Array, "c t"]) -> Float[Array, "c2 t2"]:
+        return self.conv(jnp.repeat(x, 2, axis=-1))
+
+
+class DVAE(eqx.Module):
+    encoder: tuple
+    decoder: tuple
+    codebook: Codebook
+    cfg: DVAEConfig = eqx.field(static=True)
+
+    def __init__(self, cfg: DVAEConfig, key: PRNGKeyArray):
+        keys = iter(jax.random.split(key, 4 * cfg.num_layers + 2 * cfg.num_resnet_blocks + 8))
+        k, pad = cfg.kernel_size, cfg.kernel_size // 2
+        enc_chans = [cfg.n_mels] + [cfg.hidden_dim * 2**i for i in range(cfg.num_layers)]
+        # decoder widths mirror the encoder's, as Tortoise: [1024, 1024, 512] for XTTS-v2
+        dec_chans = [enc_chans[-1]] + enc_chans[1:][::-1]
+        enc = [eqx.nn.Conv1d(a, b, k, stride=2, padding=pad, key=next(keys)) for a, b in zip(enc_chans, enc_chans[1:])]
+        enc += [ResBlock(enc_chans[-1], k, next(keys)) for _ in range(cfg.num_resnet_blocks)]
+        enc += [eqx.nn.Conv1d(enc_chans[-1], cfg.codebook_dim, 1, key=next(keys))]
+        dec = [eqx.nn.Conv1d(cfg.codebook_dim, dec_chans[0], 1, key=next(keys))]
+        dec += [ResBlock(dec_chans[0], k, next(keys)) for _ in range(cfg.num_resnet_blocks)]
+        dec += [Upsample(a, b, k, next(keys)) for a, b in zip(dec_chans, dec_chans[1:])]
+        dec += [eqx.nn.Conv1d(dec_chans[-1], cfg.n_mels, 1, key=next(keys))]
+        self.encoder, self.decoder = tuple(enc), tuple(dec)
+        self.codebook = Codebook.init(cfg, next(keys))
+        self.cfg = cfg
+
+    def encode_latents(self, mel: Float[Array, "n_mels frames"]) -> Float[Array, "tokens codebook_dim"]:
+        """Continuous encoder output, one vector per token (frames must be a multiple of ``downsample``)."""
+        h = mel
+        for layer in self.encoder[: self.cfg.num_layers]:
+            h = jax.nn.relu(layer(h))
+        for layer in self.encoder[self.cfg.num_layers :]:
+            h = layer(h)
+        return h.T
+
+    def encode(self, mel: Float[Array, "n_mels frames"]) -> Int[Array, " tokens"]:
+        """Audio tokens of one (normalised) log-mel."""
+        return nearest_code(jax.lax.stop_gradient(self.codebook.embed), self.encode_latents(mel))
+
+    def decode(self, codes: Int[Array, " tokens"]) -> Float[Array, "n_mels frames"]:
+        return self.decode_latents(jax.lax.stop_gradient(self.codebook.embed)[codes])
+
+    def decode_latents(self, q: Float[Array, "tokens codebook_dim"]) -> Float[Array, "n_mels frames"]:
+        h = q.T
+        n_res = self.cfg.num_resnet_blocks
+        for layer in self.decoder[: 1 + n_res]:
+            h = layer(h)
+        for layer in self.decoder[1 + n_res : -1]:
+            h = jax.nn.relu(layer(h))
+        return self.decoder[-1](h)
+
+    def __call__(self, mel: Float[Array, "n_mels frames"]):
+        """``(reconstruction [n_mels, frames], codes [tokens], z_e [tokens, dim], q [tokens, dim])``.
+
+        The decoder sees ``z_e + sg(q - z_e)``: the straight-through estimator of VQ-VAE.
+        """
+        z = self.encode_latents(mel)
+        embed = jax.lax.stop_gradient(self.codebook.embed)
+        codes = nearest_code(embed, z)
+        q = embed[codes]
+        return self.decode_latents(z + jax.lax.stop_gradient(q - z)), codes, z, q
+
+
+def nearest_code(embed: Float[Array, "k d"], z: Float[Array, "n d"]) -> Int[Array, " n"]:
+    dist = jnp.sum(z * z, -1, keepdims=True) - 2 * z @ embed.T + jnp.sum(embed * embed, -1)
+    return jnp.argmin(dist, axis=-1).astype(jnp.int32)
+
+
+def ema_update(
+    book: Codebook, z: Float[Array, "n d"], codes: Int[Array, " n"], mask: Bool[Array, " n"], cfg: DVAEConfig
+) -> Codebook:
+    """One EMA step of the codebook from the encoder outputs ``z`` assigned to ``codes``.
+
+    Laplace smoothing of the counts keeps unused codes from dividing by zero (as Tortoise's Quantize).
+    """
+    onehot = jax.nn.one_hot(codes, cfg.num_tokens) * mask[:, None]
+    decay = cfg.ema_decay
+    cluster_size = decay * book.cluster_size + (1 - decay) * onehot.sum(0)
+    embed_sum = decay * book.embed_sum + (1 - decay) * onehot.T @ z
+    n = cluster_size.sum()
+    smoothed = (cluster_size + cfg.eps) / (n + cfg.num_tokens * cfg.eps) * n
+    return Codebook(embed_sum / smoothed[:, None], cluster_size, embed_sum)
+
+
+def restart_dead_codes(
+    book: Codebook, z: Float[Array, "n d"], mask: Bool[Array, " n"], key: PRNGKeyArray, threshold: float
+) -> tuple[Codebook, Int[Array, ""]]:
+    """Move every code whose EMA count fell below ``threshold`` onto a random valid vector of ``z``.
+
+    A restarted code gets count 1 and sum = that vector, so the next EMA step treats it as having
+    just been used once. Returns the new book and how many codes were restarted.
+    """
+    mask = mask.astype(jnp.float32)
+    dead = book.cluster_size < threshold
+    picks = jax.random.choice(key, z.shape[0], (book.embed.shape[0],), p=mask / jnp.maximum(mask.sum(), 1.0))
+    fresh = z[picks]
+    embed = jnp.where(dead[:, None], fresh, book.embed)
+    embed_sum = jnp.where(dead[:, None], fresh, book.embed_sum)
+    cluster_size = jnp.where(dead, 1.0, book.cluster_size)
+    return Codebook(embed, cluster_size, embed_sum), dead.sum()
+
+
+def codebook_stats(codes: Int[Array, "..."], mask: Bool[Array, "..."], num_tokens: int) -> dict:
+    """Perplexity ``exp(H(p))`` of the code histogram and the fraction of codes used at least once."""
+    counts = jnp.zeros(num_tokens).at[codes.reshape(-1)].add(mask.reshape(-1).astype(jnp.float32))
+    p = counts / jnp.maximum(counts.sum(), 1)
+    entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
+    return {"perplexity": jnp.exp(entropy), "usage": jnp.mean(counts > 0)}
+
+
+def dvae_loss(
+    model: DVAE, mels: Float[Array, "batch n_mels frames"], frame_mask: Bool[Array, "batch frames"]
+) -> tuple[Float[Array, ""], dict]:
+    """Masked reconstruction + commitment loss over a padded batch; aux feeds :func:`update_codebook`."""
+    cfg = model.cfg
+    recon, codes, z, q = jax.vmap(model)(mels)
+    fmask = frame_mask[:, None, :].astype(jnp.float32)
+    err = recon - mels
+    per = jnp.abs(err) if cfg.recon_loss == "l1" else err * err
+    recon_loss = jnp.sum(per * fmask) / jnp.maximum(fmask.sum() * cfg.n_mels, 1)
+    token_mask = frame_mask[:, :: cfg.downsample]
+    tmask = token_mask[..., None].astype(jnp.float32)
+    commit = jnp.sum(((z - q) ** 2) * tmask) / jnp.maximum(tmask.sum() * cfg.codebook_dim, 1)
+    mel_l1 = jnp.sum(jnp.abs(err) * fmask) / jnp.maximum(fmask.sum() * cfg.n_mels, 1)
+    aux = {"recon": recon_loss, "commit": commit, "mel_l1": mel_l1, "codes": codes,
+           "z": jax.lax.stop_gradient(z), "token_mask": token_mask}
+    return recon_loss + cfg.commitment_weight * commit, aux
+
+
+def update_codebook(model: DVAE, aux: dict, key: PRNGKeyArray) -> tuple[DVAE, dict]:
+    """EMA step and dead-code restart from a :func:`dvae_loss` aux; pure, for inside a jitted step."""
+    cfg = model.cfg
+    z = aux["z"].reshape(-1, cfg.codebook_dim)
+    codes, mask = aux["codes"].reshape(-1), aux["token_mask"].reshape(-1)
+    book = ema_update(model.codebook, z, codes, mask, cfg)
+    book, restarted = restart_dead_codes(book, z, mask, key, cfg.dead_code_threshold)
+    stats = codebook_stats(codes, mask, cfg.num_tokens)
+    return eqx.tree_at(lambda m: m.codebook, model, book), {**stats, "restarted": restarted}
+
+
+def pad_frames(mel: Float[Array, "n_mels frames"], multiple: int, value: float) -> Float[Array, "n_mels padded"]:
+    """Pad time up to a multiple of the downsampling (with the log floor, i.e. silence)."""
+    extra = (-mel.shape[-1]) % multiple
+    return jnp.pad(mel, ((0, 0), (0, extra)), constant_values=value)
