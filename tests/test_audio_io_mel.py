@@ -88,6 +88,9 @@ def test_griffin_lim_recovers_a_tone_and_its_mel():
     raw, back = log_mel(wave), log_mel(rec)
     loud = raw > -5
     assert np.abs(raw[loud] - back[loud]).mean() < 1.0
+    # a mel padded past the utterance (as the DVAE pads to whole tokens) still gives `length` samples
+    padded = np.pad(mel, ((0, 0), (0, 3)), constant_values=-2.0)
+    assert griffin_lim(padded, n_iter=2, stats=stats, length=len(wave) - 300).shape == (len(wave) - 300,)
     with pytest.raises(UserError, match="griffin_lim expects"):
         griffin_lim(np.zeros((40, 10), np.float32))
 

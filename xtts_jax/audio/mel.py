@@ -171,6 +171,9 @@ def griffin_lim(
     if stats is not None:
         mean, std = stats.arrays()
         m = m * std + mean
+    if length is not None:  # librosa needs exactly the frames a centred STFT of `length` has
+        want = cfg.n_frames(length)
+        m = np.pad(m[:, :want], ((0, 0), (0, max(want - m.shape[1], 0))), constant_values=np.log(LOG_CLAMP))
     wave = librosa.feature.inverse.mel_to_audio(
         np.exp(m), sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
         win_length=cfg.win_length, window="hann", center=True, pad_mode="reflect", power=2.0,

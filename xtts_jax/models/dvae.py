@@ -15,13 +15,15 @@ with ``eqx.tree_at`` (:func:`update_codebook` does all three).
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from xtts_jax.audio.mel import MelConfig, MelStats
+from xtts_jax.audio.mel import LOG_CLAMP, MelConfig, MelStats, log_mel
 from xtts_jax.errors import UserError
 
 
@@ -238,7 +240,9 @@ def dvae_loss(
     token_mask = frame_mask[:, :: cfg.downsample]
     tmask = token_mask[..., None].astype(jnp.float32)
     commit = jnp.sum(((z - q) ** 2) * tmask) / jnp.maximum(tmask.sum() * cfg.codebook_dim, 1)
-    mel_l1 = jnp.sum(jnp.abs(err) * fmask) / jnp.maximum(fmask.sum() * cfg.n_mels, 1)
+    # reported in log-mel units (nats), whatever normalisation the model sees, so runs compare
+    scale = 1.0 if cfg.mel_stats is None else jnp.asarray(cfg.mel_stats.arrays()[1])
+    mel_l1 = jnp.sum(jnp.abs(err) * scale * fmask) / jnp.maximum(fmask.sum() * cfg.n_mels, 1)
     aux = {"recon": recon_loss, "commit": commit, "mel_l1": mel_l1, "codes": codes,
            "z": jax.lax.stop_gradient(z), "token_mask": token_mask}
     return recon_loss + cfg.commitment_weight * commit, aux
@@ -253,6 +257,40 @@ def update_codebook(model: DVAE, aux: dict, key: PRNGKeyArray) -> tuple[DVAE, di
     book, restarted = restart_dead_codes(book, z, mask, key, cfg.dead_code_threshold)
     stats = codebook_stats(codes, mask, cfg.num_tokens)
     return eqx.tree_at(lambda m: m.codebook, model, book), {**stats, "restarted": restarted}
+
+
+def dvae_mel(wave: np.ndarray, cfg: DVAEConfig) -> np.ndarray:
+    """The model's input for a waveform: normalised log-mel ``[n_mels, frames]``, frames padded
+    with silence to a multiple of ``downsample`` (so every 1,024 samples give one token)."""
+    mel = log_mel(wave, cfg.mel, cfg.mel_stats)
+    floor = np.log(LOG_CLAMP)
+    if cfg.mel_stats is not None:
+        mean, std = cfg.mel_stats.arrays()
+        floor = (floor - mean) / std
+    extra = (-mel.shape[1]) % cfg.downsample
+    pad = np.broadcast_to(np.asarray(floor, np.float32).reshape(-1, 1), (cfg.n_mels, extra))
+    return np.concatenate([mel, pad], axis=1)
+
+
+def save_dvae(model: DVAE, path: str) -> None:
+    """Weights as safetensors with the config (mel settings and statistics included) as metadata."""
+    from xtts_jax.train.checkpoint import export_safetensors  # the project's one weights format
+
+    export_safetensors(model, path, {"dvae": model.cfg.to_dict()})
+
+
+def load_dvae(path: str) -> DVAE:
+    """A DVAE saved by :func:`save_dvae` or exported by ``recipes/train_dvae.py``."""
+    from xtts_jax.train.checkpoint import load_safetensors, read_safetensors_metadata
+
+    try:
+        meta = read_safetensors_metadata(path)
+    except Exception:
+        raise UserError(f"{path} is not a safetensors file.") from None
+    if "dvae" not in meta:
+        raise UserError(f"{path} holds no DVAE config (metadata key 'dvae'); was it written by train_dvae?")
+    cfg = DVAEConfig.from_dict(json.loads(meta["dvae"]))
+    return load_safetensors(DVAE(cfg, jax.random.key(0)), path)
 
 
 def pad_frames(mel: Float[Array, "n_mels frames"], multiple: int, value: float) -> Float[Array, "n_mels padded"]:
