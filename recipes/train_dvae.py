@@ -72,7 +72,7 @@ class DVAETask:
         book_model, stats = update_codebook(eqx.combine(params, static), aux, key)
         new_params = eqx.tree_at(lambda p: p.codebook, new_params, book_model.codebook)
         metrics = {"loss": loss, "recon": aux["recon"], "commit": aux["commit"], "mel_l1": aux["mel_l1"],
-                   "grad_norm": optax.global_norm(grads), **stats}
+                   "grad_norm": optax.tree.norm(grads), **stats}
         new = {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1, "key": state["key"]}
         return new, metrics
 

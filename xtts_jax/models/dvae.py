@@ -72,6 +72,7 @@ class DVAEConfig:
 PRESETS = {
     "xtts-v2": DVAEConfig(),
     "small": DVAEConfig(num_tokens=1024, codebook_dim=256, hidden_dim=256, num_resnet_blocks=2),
+    "cpu": DVAEConfig(num_tokens=1024, codebook_dim=64, hidden_dim=64, num_resnet_blocks=2),  # CPU demos
     "tiny": DVAEConfig(num_tokens=32, codebook_dim=16, hidden_dim=16, num_resnet_blocks=1),
 }
 

@@ -1,0 +1,126 @@
+"""tools/encode_audio.py and recipes/train_dvae.py: token files from a manifest, and one DVAE
+training step as the shared trainer runs it."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile as sf
+
+from xtts_jax.audio.datasets import Utterance, write_manifest
+from xtts_jax.audio.mel import compute_mel_stats, log_mel
+from xtts_jax.errors import UserError
+from xtts_jax.models.dvae import DVAE, PRESETS, dvae_mel, load_dvae, save_dvae, update_codebook
+from xtts_jax.train.optim import TrainConfig, make_optimizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name, rel):
+    spec = importlib.util.spec_from_file_location(name, ROOT / rel)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+encode_audio = _load("encode_audio", "tools/encode_audio.py")
+train_dvae = _load("train_dvae", "recipes/train_dvae.py")
+
+
+def _wave(seconds, f0, seed):
+    t = np.arange(int(seconds * 22050)) / 22050
+    rng = np.random.default_rng(seed)
+    return (0.3 * np.sin(2 * np.pi * f0 * t * (1 + t)) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    waves = [_wave(1.0, 220, 0), _wave(0.8, 500, 1)]
+    stats = compute_mel_stats(log_mel(w) for w in waves)
+    import dataclasses
+
+    return DVAE(dataclasses.replace(PRESETS["tiny"], mel_stats=stats), jax.random.key(0))
+
+
+def test_save_load_round_trip_and_errors(tmp_path, tiny_model):
+    path = tmp_path / "dvae.safetensors"
+    save_dvae(tiny_model, str(path))
+    back = load_dvae(str(path))
+    assert back.cfg == tiny_model.cfg
+    for a, b in zip(jax.tree.leaves(eqx.filter(tiny_model, eqx.is_array)), jax.tree.leaves(eqx.filter(back, eqx.is_array))):
+        np.testing.assert_array_equal(a, b)
+    from safetensors.numpy import save_file
+
+    save_file({"x": np.zeros(2, np.float32)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(UserError, match="holds no DVAE config"):
+        load_dvae(str(tmp_path / "other.safetensors"))
+
+
+def test_encode_audio_writes_tokens_and_skips_broken_files(tmp_path, tiny_model, capsys):
+    save_dvae(tiny_model, str(tmp_path / "dvae.safetensors"))
+    waves = {"a.wav": _wave(1.3, 220, 2), "b.flac": _wave(0.7, 440, 3)}
+    for name, w in waves.items():
+        sf.write(tmp_path / name, w, 22050)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF nope")
+    utts = [Utterance(tmp_path / n, f"text {n}", "spk") for n in (*waves, "broken.wav", "missing.wav")]
+    manifest = write_manifest(utts, tmp_path / "m.jsonl")
+    with pytest.raises(SystemExit) as e:
+        encode_audio.main(["--dvae", str(tmp_path / "dvae.safetensors"), "--data", str(manifest),
+                           "--out", str(tmp_path / "tok" / "train")])
+    assert e.value.code == 0
+    rows = [json.loads(line) for line in (tmp_path / "tok" / "train.jsonl").read_text().splitlines()]
+    tokens = np.fromfile(tmp_path / "tok" / "train.bin", np.uint16)
+    summary = json.loads((tmp_path / "tok" / "train.json").read_text())
+    assert [Path(r["audio_path"]).name for r in rows] == ["a.wav", "b.flac"]
+    assert summary["tokens"] == tokens.size == sum(r["length"] for r in rows)
+    assert summary["dataset_report"]["unreadable"] == 1 and summary["dataset_report"]["missing_file"] == 1
+    assert summary["tokens_per_second"] == pytest.approx(22050 / 1024)
+    for r, w in zip(rows, waves.values()):
+        assert r["length"] == int(np.ceil((1 + len(w) // 256) / 4))  # one token per 1,024 samples
+        direct = np.asarray(tiny_model.encode(jnp.asarray(dvae_mel(w, tiny_model.cfg))))
+        got = tokens[r["offset"] : r["offset"] + r["length"]]
+        # bucket padding may only touch the tokens whose receptive field reaches the end
+        np.testing.assert_array_equal(got[:-3], direct[: r["length"] - 3])
+
+
+def test_encode_audio_errors_name_the_problem(tmp_path, tiny_model, capsys):
+    with pytest.raises(SystemExit) as e:
+        encode_audio.main(["--dvae", str(tmp_path / "none.safetensors"), "--data", "x", "--out", "y"])
+    assert e.value.code == 2 and "do not exist" in capsys.readouterr().err
+    save_dvae(tiny_model, str(tmp_path / "dvae.safetensors"))
+    manifest = write_manifest([Utterance(tmp_path / "gone.wav", "hi", "s")], tmp_path / "m.jsonl")
+    with pytest.raises(SystemExit) as e:
+        encode_audio.main(["--dvae", str(tmp_path / "dvae.safetensors"), "--data", str(manifest), "--out", "y"])
+    assert e.value.code == 2 and "missing_file 1" in capsys.readouterr().err
+
+
+def test_train_step_moves_codebook_by_ema_not_by_optimizer(tiny_model):
+    task = train_dvae.DVAETask(tiny_model.cfg)
+    params, static = eqx.partition(tiny_model, eqx.is_array)
+    opt = make_optimizer(TrainConfig(lr=1e-2, warmup_steps=0, weight_decay=0.5), tiny_model)
+    state = {"params": params, "opt_state": opt.init(params), "step": jnp.zeros((), jnp.int32),
+             "key": jax.random.key(1)}
+    segments = train_dvae.WaveSegments([_wave(1.0, 220, 4), _wave(0.3, 700, 5)], 2, 4096, seed=3)
+    batch = jnp.asarray(segments(7))
+    np.testing.assert_array_equal(segments(7), batch)  # a batch depends only on (seed, step)
+    key = jax.random.key(2)
+    step = jax.jit(lambda s, b, k: task.train_step(s, b, k, static=static, optimizer=opt))
+    new, metrics = step(state, batch, key)
+    assert set(metrics) >= {"loss", "mel_l1", "perplexity", "usage", "restarted", "grad_norm"}
+    # the codebook is exactly the EMA/restart of the old one; weight decay never touched it
+    from xtts_jax.models.dvae import dvae_loss
+
+    expected, _ = eqx.filter_jit(lambda m: update_codebook(m, dvae_loss(m, *task._mels(batch))[1], key))(tiny_model)
+    np.testing.assert_allclose(new["params"].codebook.cluster_size, expected.codebook.cluster_size, atol=1e-6)
+    np.testing.assert_allclose(new["params"].codebook.embed, expected.codebook.embed, atol=1e-5)
+    assert float(jnp.abs(new["params"].encoder[0].weight - params.encoder[0].weight).max()) > 0
+    assert int(new["step"]) == 1
+    loss, ev = jax.jit(lambda p, b: task.loss(eqx.combine(p, static), b, None))(new["params"], batch)
+    assert float(loss) == pytest.approx(float(ev["loss"])) and float(loss) > 0
