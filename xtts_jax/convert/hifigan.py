@@ -144,3 +144,13 @@ def load_xtts_hifigan_decoder(path: str | Path, config: HifiganConfig | None = N
     obj = torch_load(path)
     state = obj.get("model", obj)
     return generator_from_state_dict(state, config or preset("xtts-v2"), prefix=XTTS_PREFIX)
+
+
+def load_torch_generator(path: str | Path, config: HifiganConfig | str | None = None) -> HifiganGenerator:
+    """Either kind of PyTorch checkpoint: an XTTS-v2 ``model.pth`` is told apart by its key names."""
+    obj = torch_load(path)
+    state = obj.get("model", obj)
+    if any(isinstance(k, str) and k.startswith(XTTS_PREFIX) for k in state):
+        cfg = preset(config) if isinstance(config, str) else config
+        return generator_from_state_dict(state, cfg or preset("xtts-v2"), prefix=XTTS_PREFIX)
+    return load_hifigan_generator(path, config)

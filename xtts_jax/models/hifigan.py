@@ -88,7 +88,7 @@ class HifiganConfig:
         return cls(**{k: tup(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-# Presets: V1-V3 as the paper's Table / the authors' config_v{1,2,3}.json; xtts-v2 as coqui TTS.
+# Presets: V1-V3 as the authors' config_v{1,2,3}.json; xtts-v2 as coqui TTS's HifiDecoder.
 PRESETS: dict[str, HifiganConfig] = {
     "v1": HifiganConfig(),
     "v2": HifiganConfig(upsample_initial_channel=128),
@@ -96,6 +96,9 @@ PRESETS: dict[str, HifiganConfig] = {
         upsample_rates=(8, 8, 4), upsample_kernel_sizes=(16, 16, 8), upsample_initial_channel=256,
         resblock="2", resblock_kernel_sizes=(3, 5, 7), resblock_dilation_sizes=((1, 2), (2, 6), (3, 12)),
     ),
+    # for smoke tests and CPU runs: V1's layout at 1/16 of its width, two resblocks per stage
+    "tiny": HifiganConfig(upsample_initial_channel=32, resblock_kernel_sizes=(3, 7),
+                          resblock_dilation_sizes=((1, 3, 5), (1, 3, 5))),
     "xtts-v2": HifiganConfig(
         in_channels=1024, sample_rate=24000, cond_channels=512, cond_in_each_up_layer=True,
         conv_pre_weight_norm=False, conv_post_weight_norm=False, conv_post_bias=False,
@@ -124,19 +127,25 @@ class Conv1d(eqx.Module):
     stride: int = eqx.field(static=True)
     padding: int = eqx.field(static=True)
     dilation: int = eqx.field(static=True)
+    groups: int = eqx.field(static=True)
     transposed: bool = eqx.field(static=True)
 
-    def __init__(self, c_in, c_out, kernel, *, key, stride=1, padding=0, dilation=1, transposed=False,
-                 weight_norm=True, bias=True, std=0.01):
+    def __init__(self, c_in, c_out, kernel, *, key, stride=1, padding=0, dilation=1, groups=1,
+                 transposed=False, weight_norm=True, bias=True, std=0.01):
         wkey, bkey = jax.random.split(key)
-        shape = (c_in, c_out, kernel) if transposed else (c_out, c_in, kernel)
-        # Normal(0, 0.01) as the reference's init_weights; gain = ||v|| so weight starts equal to v.
-        self.weight = std * jax.random.normal(wkey, shape)
+        shape = (c_in, c_out, kernel) if transposed else (c_out, c_in // groups, kernel)
+        fan_in = c_in // groups * kernel
+        # std: Normal(0, std) as the generator's init_weights (0.01); None: torch's default conv init,
+        # U(+-1/sqrt(fan_in)), as the discriminators. gain = ||v|| so weight starts equal to v.
+        if std is None:
+            self.weight = jax.random.uniform(wkey, shape, minval=-1, maxval=1) / math.sqrt(fan_in)
+        else:
+            self.weight = std * jax.random.normal(wkey, shape)
         self.gain = _norm(self.weight) if weight_norm else None
-        fan_in = c_in * kernel
         self.bias = (jax.random.uniform(bkey, (c_out,), minval=-1, maxval=1) / math.sqrt(fan_in)
                      if bias else None)
-        self.stride, self.padding, self.dilation, self.transposed = stride, padding, dilation, transposed
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.groups, self.transposed = groups, transposed
 
     def effective_weight(self) -> Array:
         if self.gain is None:
@@ -157,7 +166,8 @@ class Conv1d(eqx.Module):
         else:
             y = jax.lax.conv_general_dilated(
                 x[None], w, window_strides=(self.stride,), padding=[(self.padding, self.padding)],
-                rhs_dilation=(self.dilation,), dimension_numbers=("NCH", "OIH", "NCH"))[0]
+                rhs_dilation=(self.dilation,), feature_group_count=self.groups,
+                dimension_numbers=("NCH", "OIH", "NCH"))[0]
         return y if self.bias is None else y + self.bias[:, None]
 
 
