@@ -49,7 +49,9 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(keep), create=True,
             enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        # Handlers named up front, so a fresh process can read metadata before its first save.
+        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def save(self, step: int, state: Any, meta: dict, val_loss: float | None = None) -> None:
         """Start saving ``state`` (a pytree of arrays) and the JSON ``meta`` at ``step``."""
@@ -91,7 +93,8 @@ class Checkpointer:
             raise UserError(
                 f"checkpoint {self.directory}/{step} is of another model: it has "
                 f"{extra[:1] or 'no extra arrays'} and lacks {missing[:1] or 'no arrays'}")
-        for name, x in want.items():
+        # Parameters first: the message should name a weight, not its Adam moment.
+        for name, x in sorted(want.items(), key=lambda kv: (not kv[0].startswith("params."), kv[0])):
             if tuple(saved[name].shape) != tuple(x.shape):
                 raise UserError(
                     f"checkpoint {self.directory}/{step} is of another model: {name} has shape "

@@ -18,6 +18,11 @@ from tqdm.auto import tqdm
 
 def _tensorboard_writer(log_dir: str):
     """A SummaryWriter from tensorboardX or torch, when tensorboard is installed; else None."""
+    import importlib.util
+
+    # Both writers need the tensorboard package; looking first avoids importing torch for nothing.
+    if importlib.util.find_spec("tensorboard") is None:
+        return None
     for module in ("tensorboardX", "torch.utils.tensorboard"):
         try:
             writer_cls = __import__(module, fromlist=["SummaryWriter"]).SummaryWriter

@@ -38,7 +38,7 @@ class TrainConfig:
     ckpt_every: int = 500
     keep_last: int = 2
     log_every: int = 10
-    sample_every: int = 0  # 0: samples only at the end
+    sample_every: int = 0  # text samples every N steps and at the end; 0: none
     seed: int = 0
     out_dir: str = "runs/default"
     peak_flops: float = 0.0  # per-device peak FLOP/s for MFU; 0: MFU not reported

@@ -13,7 +13,6 @@ exactly the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import json
 import os
@@ -30,6 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from xtts_jax.errors import UserError
 from xtts_jax.train import sharding as shd
 from xtts_jax.train.checkpoint import Checkpointer, export_safetensors
+from xtts_jax.train.data import Prefetcher
 from xtts_jax.train.metrics import MetricsLogger
 from xtts_jax.train.optim import TrainConfig, lr_schedule, make_optimizer
 
@@ -53,10 +53,10 @@ def _shape_model(abstract: Any) -> Any:
 class Trainer:
     def __init__(self, task: Task, cfg: TrainConfig, mesh_cfg: shd.MeshConfig = shd.MeshConfig(),
                  train_data: BatchFn | None = None, eval_data: BatchFn | None = None,
-                 meta: dict | None = None):
+                 meta: dict | None = None, devices: list | None = None):
         self.task, self.cfg, self.mesh_cfg = task, cfg, mesh_cfg
         self.train_data, self.eval_data, self.meta = train_data, eval_data, dict(meta or {})
-        self.mesh = shd.make_mesh(mesh_cfg)
+        self.mesh = shd.make_mesh(mesh_cfg, devices)
         shd.check_batch(cfg.batch_size, self.mesh, cfg.grad_accum)
         self.on_checkpoint: Callable[[int], None] | None = None  # called once a save is on disk
 
@@ -177,46 +177,43 @@ class Trainer:
                 json.dump(self.config_dict(), f, indent=2)
         log = MetricsLogger(cfg.out_dir, cfg.steps, step, show_progress=show_progress)
         flops = getattr(self.task, "flops_per_token", None)
-        pool = concurrent.futures.ThreadPoolExecutor(1)  # host batches one step ahead of the device
-        future = pool.submit(self.train_data, step)
+        # Host batches (and their copy to devices) are made in a thread, two steps ahead.
         pending, val_loss, samples, t_last = [], None, [], time.perf_counter()
-        while step < cfg.steps:
-            local = future.result()
-            if step + 1 < cfg.steps:
-                future = pool.submit(self.train_data, step + 1)
-            state, metrics = self.train_step(state, shd.global_batch(local, self.mesh))
-            step += 1
-            pending.append(metrics)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                values = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
-                now = time.perf_counter()
-                tokens = len(pending) * cfg.batch_size * (local.shape[-1] - 1)
-                values["tokens_per_s"] = tokens / (now - t_last)
-                if flops and cfg.peak_flops > 0:
-                    values["mfu"] = (flops(local.shape[-1] - 1) * values["tokens_per_s"]
-                                     / (cfg.peak_flops * jax.device_count()))
-                log.log(step, values)
-                self.history.append({"step": step, **values})
-                pending, t_last = [], now
-            evaluated = None
-            if self.eval_data is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
-                evaluated = val_loss = self.evaluate(state["params"])
-                log.log(step, {"val_loss": val_loss}, kind="eval")
-            if (cfg.sample_every and step % cfg.sample_every == 0) or step == cfg.steps:
-                samples = self.samples(state["params"], step)
-                for text in samples:
-                    log.write(f"[step {step}] {text}")
-                log.log(step, {"samples": samples}, kind="samples")
-            if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps:
-                meta = dict(self.config_dict(), data_position=step, data_seed=cfg.seed)
-                self.ckpt.save(step, state, meta, val_loss=evaluated)
-                if self.on_checkpoint is not None:
-                    self.ckpt.wait()
-                    self.on_checkpoint(step)
-            log.progress(step)
-            if not pending:  # eval, samples and saves do not count against tokens/s
-                t_last = time.perf_counter()
-        pool.shutdown()
+        make_batch = lambda s: shd.global_batch(self.train_data(s), self.mesh)  # noqa: E731
+        with Prefetcher(make_batch, step, cfg.steps) as batches:
+            for step, batch in batches:
+                state, metrics = self.train_step(state, batch)
+                step += 1
+                pending.append(metrics)
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    values = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
+                    now = time.perf_counter()
+                    tokens = len(pending) * cfg.batch_size * (batch.shape[-1] - 1)
+                    values["tokens_per_s"] = tokens / (now - t_last)
+                    if flops and cfg.peak_flops > 0:
+                        values["mfu"] = (flops(batch.shape[-1] - 1) * values["tokens_per_s"]
+                                         / (cfg.peak_flops * jax.device_count()))
+                    log.log(step, values)
+                    self.history.append({"step": step, **values})
+                    pending, t_last = [], now
+                evaluated = None
+                if self.eval_data is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+                    evaluated = val_loss = self.evaluate(state["params"])
+                    log.log(step, {"val_loss": val_loss}, kind="eval")
+                if cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
+                    samples = self.samples(state["params"], step)
+                    for text in samples:
+                        log.write(f"[step {step}] {text}")
+                    log.log(step, {"samples": samples}, kind="samples")
+                if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps:
+                    meta = dict(self.config_dict(), data_position=step, data_seed=cfg.seed)
+                    self.ckpt.save(step, state, meta, val_loss=evaluated)
+                    if self.on_checkpoint is not None:
+                        self.ckpt.wait()
+                        self.on_checkpoint(step)
+                log.progress(step)
+                if not pending:  # eval, samples and saves do not count against tokens/s
+                    t_last = time.perf_counter()
         self.ckpt.wait()
         export_safetensors(self.model(state["params"]), os.path.join(cfg.out_dir, "model.safetensors"),
                            {"config": self.config_dict()})
