@@ -1,0 +1,118 @@
+"""TTS model: shapes, padding invariance, XTTS loss against numpy, cached decode == full recompute,
+per-row stopping, GPT init."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from xtts_jax.inference.sampling import SamplingConfig, generate
+from xtts_jax.models.gpt import GPT
+from xtts_jax.models.gpt import get_config as gpt_config
+from xtts_jax.models.tts import TTS, TTSDecoder, get_config, init_from_gpt, logical_axes, tts_loss
+
+TEXTS = [[1, 7, 9, 4, 11, 2], [1, 30, 2]]  # start 1, stop 2
+START, STOP = 32, 33
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = get_config("tiny", text_vocab_size=40, text_start_token=1, text_stop_token=2, conditioning=None)
+    m = TTS(cfg, key=jax.random.key(3))
+    # sharper than the 0.02 init, so greedy choices are not decided by rounding (as test_sampling)
+    return jax.tree.map(lambda x: x * 4 if eqx.is_array(x) and x.ndim >= 2 else x, m)
+
+
+@pytest.fixture(scope="module")
+def conds():
+    return [np.asarray(jax.random.normal(jax.random.key(i), (k, 64)), np.float32) for i, k in ((5, 3), (6, 2))]
+
+
+_forward = eqx.filter_jit(lambda m, c, t, a: m(c, t, a))
+_padded = eqx.filter_jit(lambda m, c, t, a, tl, al: m(c, t, a, tl, al))
+
+
+def test_shapes_and_padding_invariance(model, conds):
+    text, audio = jnp.array(TEXTS[0]), jnp.array([START, 3, 4, 5, STOP])
+    out = _forward(model, conds[0], text, audio)
+    assert out.text_logits.shape == (6, 40) and out.audio_logits.shape == (5, 34) and out.latents.shape == (5, 64)
+    # garbage in the padding of both segments changes nothing at the valid positions
+    t_pad = jnp.concatenate([text, jnp.array([17, 5, 8])])
+    a_pad = jnp.concatenate([audio, jnp.array([9, 9])])
+    got = _padded(model, conds[0], t_pad, a_pad, 6, 5)
+    np.testing.assert_allclose(got.text_logits[:6], out.text_logits, atol=2e-5)
+    np.testing.assert_allclose(got.audio_logits[:5], out.audio_logits, atol=2e-5)
+    np.testing.assert_allclose(got.latents[:5], out.latents, atol=2e-5)
+    # conditioning matters; the audio positions restart at 0 (shifting audio into the text changes it)
+    other = _forward(model, conds[0] * 0, text, audio)
+    assert np.abs(np.asarray(other.audio_logits - out.audio_logits)).max() > 1e-3
+
+
+def _log_softmax(x):
+    x = np.asarray(x, np.float64)
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def test_loss_is_xtts_weighted_and_masks_padding(model, conds):
+    text, audio = np.array(TEXTS[0]), np.array([START, 3, 4, 5, 6, STOP])
+    t_pad, a_pad = np.concatenate([text, [3, 3]]), np.concatenate([audio, [0, 7, 7]])
+    loss, m = eqx.filter_jit(tts_loss)(model, conds[0], jnp.array(t_pad), 6, jnp.array(a_pad), 6)
+    out = _forward(model, conds[0], jnp.array(text), jnp.array(audio))
+    lt, la = _log_softmax(out.text_logits), _log_softmax(out.audio_logits)
+    text_ce = -np.mean(lt[np.arange(5), text[1:]])
+    audio_ce = -np.mean(la[np.arange(5), audio[1:]])
+    np.testing.assert_allclose(float(m["text_ce"]), text_ce, rtol=1e-5)
+    np.testing.assert_allclose(float(m["audio_ce"]), audio_ce, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), 0.01 * text_ce + audio_ce, rtol=1e-5)
+
+
+def _decoder(model, conds):
+    table = jnp.asarray(np.concatenate(conds))
+    dec = TTSDecoder(model, table)
+    offsets = np.cumsum([0] + [len(c) for c in conds])
+    prompts = [dec.prompt(range(offsets[i], offsets[i + 1]), t) for i, t in enumerate(TEXTS)]
+    return dec, prompts
+
+
+def _generate(dec, prompts, cfg):
+    return generate(dec, prompts, jax.random.key(0), cfg, max_positions=128, vocab_size=dec.prompt_vocab_size)
+
+
+def test_greedy_cached_decode_equals_full_recompute(model, conds):
+    dec, prompts = _decoder(model, conds)
+    rows = _generate(dec, prompts, SamplingConfig(temperature=0.0, max_new_tokens=10))
+    assert [len(r) for r in rows] == [10, 10]
+    for cond, text, row in zip(conds, TEXTS, rows):
+        audio = np.zeros(11, np.int32)  # padded at the end: causal, one compile per row
+        audio[0], audio[1:] = START, row
+        logits = np.asarray(_forward(model, cond, jnp.array(text), jnp.array(audio)).audio_logits)
+        assert logits[:10].argmax(-1).tolist() == row
+
+
+def test_rows_stop_on_their_own(model, conds):
+    dec, prompts = _decoder(model, conds)
+    free = _generate(dec, prompts, SamplingConfig(temperature=0.0, max_new_tokens=10))
+    # a stop token that row 0 emits at step k, and row 1 not before step k + 2 (or never)
+    k, stop = next((i, t) for i, t in enumerate(free[0])
+                   if i >= 1 and t not in free[0][:i] and t not in free[1][:i + 2])
+    cfg = SamplingConfig(temperature=0.0, max_new_tokens=10, stop_token=stop)
+    batched = _generate(dec, prompts, cfg)
+    assert batched[0] == free[0][:k]
+    assert len(batched[1]) > k
+    alone = [_generate(TTSDecoder(model, jnp.asarray(c)), [dec.prompt(range(len(c)), t)], cfg)[0]
+             for c, t in zip(conds, TEXTS)]
+    assert batched == alone
+
+
+def test_init_from_gpt_copies_transformer_and_text_tables(model):
+    gpt = GPT(gpt_config("nano", n_layer=2, n_head=4, n_embd=64, vocab_size=30, block_size=16), key=jax.random.key(9))
+    tts = init_from_gpt(model, gpt)
+    np.testing.assert_array_equal(tts.text_embedding[:30], gpt.wte[:30])
+    np.testing.assert_array_equal(tts.text_embedding[30:], model.text_embedding[30:])
+    np.testing.assert_array_equal(tts.text_pos[:16], gpt.wpe)
+    np.testing.assert_array_equal(tts.transformer.blocks.mlp.c_fc.weight, gpt.transformer.blocks.mlp.c_fc.weight)
+    specs = logical_axes(tts)
+    assert specs.text_embedding == jax.sharding.PartitionSpec(None, "embed")
+    assert specs.transformer.blocks.attn.c_attn.weight == jax.sharding.PartitionSpec("layers", "embed", "heads")

@@ -1,0 +1,191 @@
+"""Speaker conditioning from reference audio, as XTTS-v2: mel -> conditioning encoder -> perceiver.
+
+reference log-mel ``[n_mels, frames]`` -> 1x1 conv to ``n_embd`` -> ``n_blocks`` attention blocks
+(GroupNorm, multi-head self-attention over time, zero-initialised output projection, residual;
+Tortoise's ``AttentionBlock``) -> perceiver resampler (``num_latents`` learned queries that attend
+over the frames and themselves, then a GEGLU feed-forward, ``depth`` times, then RMSNorm) ->
+``[num_latents, n_embd]`` vectors that the TTS model prepends to the text. XTTS-v2: 6 blocks of
+16 heads at d 1024, 32 latents, perceiver depth 2 with 8 heads of 64, feed-forward x4; references
+cut into 4-second chunks whose latents are averaged (``gpt_cond_chunk_len``), at most 30 s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from xtts_jax.audio.mel import MelConfig, log_mel
+from xtts_jax.errors import UserError
+from xtts_jax.models.layers import Dense
+
+
+@dataclasses.dataclass(frozen=True)
+class ConditioningConfig:
+    n_mels: int = 80
+    n_embd: int = 1024
+    n_head: int = 16
+    n_blocks: int = 6
+    num_groups: int = 32  # GroupNorm groups in the attention blocks, as Tortoise's normalization()
+    num_latents: int = 32
+    perceiver_depth: int = 2
+    perceiver_heads: int = 8
+    perceiver_head_dim: int = 64
+    ff_mult: int = 4
+    chunk_seconds: float = 4.0
+    max_seconds: float = 30.0
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head or self.n_embd % self.num_groups:
+            raise UserError(f"conditioning n_embd {self.n_embd} must divide by n_head {self.n_head} "
+                            f"and num_groups {self.num_groups}")
+
+    @property
+    def ff_width(self) -> int:
+        return int(self.n_embd * self.ff_mult * 2 / 3)  # GEGLU keeps the parameters of a x4 MLP
+
+
+PRESETS = {
+    "xtts-v2": ConditioningConfig(),
+    "tiny": ConditioningConfig(n_embd=64, n_head=4, n_blocks=2, num_groups=8, num_latents=8,
+                               perceiver_heads=4, perceiver_head_dim=16, ff_mult=2),
+}
+
+
+def _attend(q: Array, k: Array, v: Array, n_head: int) -> Array:
+    """Softmax attention without a mask. q [Tq, H*D], k/v [Tk, H*D] -> [Tq, H*D]."""
+    split = lambda t: t.reshape(t.shape[0], n_head, -1)  # noqa: E731
+    y = jax.nn.dot_product_attention(split(q), split(k), split(v))
+    return y.reshape(q.shape[0], -1)
+
+
+class AttentionBlock(eqx.Module):
+    norm: eqx.nn.GroupNorm
+    qkv: Dense
+    proj_out: Dense
+    n_head: int = eqx.field(static=True)
+
+    def __init__(self, cfg: ConditioningConfig, *, key: PRNGKeyArray):
+        d = cfg.n_embd
+        self.norm = eqx.nn.GroupNorm(cfg.num_groups, d)
+        self.qkv = Dense(d, 3 * d, bias=True, std=1 / math.sqrt(d), key=key)
+        # zero output projection, as Tortoise: each block starts as the identity
+        self.proj_out = Dense(d, d, bias=True, std=0.0, key=key)
+        self.n_head = cfg.n_head
+
+    def __call__(self, x: Float[Array, "C T"]) -> Float[Array, "C T"]:
+        q, k, v = jnp.split(self.qkv(self.norm(x).T), 3, axis=-1)
+        return x + self.proj_out(_attend(q, k, v, self.n_head)).T
+
+
+class ConditioningEncoder(eqx.Module):
+    init: Dense  # the 1x1 conv from mels to n_embd
+    blocks: tuple[AttentionBlock, ...]
+
+    def __init__(self, cfg: ConditioningConfig, *, key: PRNGKeyArray):
+        keys = jax.random.split(key, cfg.n_blocks + 1)
+        self.init = Dense(cfg.n_mels, cfg.n_embd, bias=True, std=1 / math.sqrt(cfg.n_mels), key=keys[0])
+        self.blocks = tuple(AttentionBlock(cfg, key=k) for k in keys[1:])
+
+    def __call__(self, mel: Float[Array, "n_mels T"]) -> Float[Array, "C T"]:
+        h = self.init(mel.T).T
+        for block in self.blocks:
+            h = block(h)
+        return h
+
+
+class PerceiverLayer(eqx.Module):
+    to_q: Dense
+    to_kv: Dense
+    to_out: Dense
+    ff_in: Dense
+    ff_out: Dense
+    n_head: int = eqx.field(static=True)
+
+    def __init__(self, cfg: ConditioningConfig, *, key: PRNGKeyArray):
+        d, inner, ff = cfg.n_embd, cfg.perceiver_heads * cfg.perceiver_head_dim, cfg.ff_width
+        k = jax.random.split(key, 5)
+        self.to_q = Dense(d, inner, bias=False, std=1 / math.sqrt(d), key=k[0])
+        self.to_kv = Dense(d, 2 * inner, bias=False, std=1 / math.sqrt(d), key=k[1])
+        self.to_out = Dense(inner, d, bias=False, std=1 / math.sqrt(inner), key=k[2])
+        self.ff_in = Dense(d, 2 * ff, bias=True, std=1 / math.sqrt(d), key=k[3])
+        self.ff_out = Dense(ff, d, bias=True, std=1 / math.sqrt(ff), key=k[4])
+        self.n_head = cfg.perceiver_heads
+
+    def __call__(self, latents: Float[Array, "N C"], context: Float[Array, "T C"]) -> Float[Array, "N C"]:
+        # keys and values include the latents themselves (XTTS-v2: cross_attn_include_queries)
+        k, v = jnp.split(self.to_kv(jnp.concatenate([context, latents])), 2, axis=-1)
+        latents = latents + self.to_out(_attend(self.to_q(latents), k, v, self.n_head))
+        x, gate = jnp.split(self.ff_in(latents), 2, axis=-1)
+        return latents + self.ff_out(x * jax.nn.gelu(gate, approximate=False))
+
+
+class PerceiverResampler(eqx.Module):
+    latents: Float[Array, "N C"]
+    layers: tuple[PerceiverLayer, ...]
+    norm_gamma: Float[Array, " C"]
+
+    def __init__(self, cfg: ConditioningConfig, *, key: PRNGKeyArray):
+        keys = jax.random.split(key, cfg.perceiver_depth + 1)
+        self.latents = 0.02 * jax.random.normal(keys[0], (cfg.num_latents, cfg.n_embd))
+        self.layers = tuple(PerceiverLayer(cfg, key=k) for k in keys[1:])
+        self.norm_gamma = jnp.ones((cfg.n_embd,))
+
+    def __call__(self, context: Float[Array, "T C"]) -> Float[Array, "N C"]:
+        x = self.latents
+        for layer in self.layers:
+            x = layer(x, context)
+        # RMSNorm written as XTTS-v2's: l2-normalise, times sqrt(d), times a learned gain
+        x = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+        return x * math.sqrt(x.shape[-1]) * self.norm_gamma
+
+
+class Conditioner(eqx.Module):
+    """Reference mel chunks -> averaged ``[num_latents, n_embd]`` conditioning vectors."""
+
+    encoder: ConditioningEncoder
+    perceiver: PerceiverResampler
+    config: ConditioningConfig = eqx.field(static=True)
+
+    def __init__(self, cfg: ConditioningConfig, *, key: PRNGKeyArray):
+        k1, k2 = jax.random.split(key)
+        self.encoder = ConditioningEncoder(cfg, key=k1)
+        self.perceiver = PerceiverResampler(cfg, key=k2)
+        self.config = cfg
+
+    def __call__(self, mel: Float[Array, "n_mels T"]) -> Float[Array, "N C"]:
+        """Latents of one reference chunk."""
+        return self.perceiver(self.encoder(mel).T)
+
+    def from_chunks(self, chunks: Float[Array, "K n_mels T"]) -> Float[Array, "N C"]:
+        """Mean of the chunks' latents (XTTS-v2 averages its 4-second chunks)."""
+        return jax.vmap(self)(chunks).mean(0)
+
+
+def reference_chunks(waves: list[np.ndarray], cfg: ConditioningConfig, mel: MelConfig = MelConfig()) -> np.ndarray:
+    """Log-mel chunks ``[K, n_mels, frames]`` of equal length from one or more reference waveforms.
+
+    Each waveform (at most ``max_seconds`` used) is cut into whole ``chunk_seconds`` pieces; a
+    remainder shorter than a chunk is dropped, unless a waveform is shorter than one chunk, in
+    which case every chunk is cut to the shortest reference so that all stack into one array.
+    """
+    if mel.n_mels != cfg.n_mels:
+        raise UserError(f"the conditioning encoder reads {cfg.n_mels} mels, the mel config has {mel.n_mels}")
+    chunk = int(cfg.chunk_seconds * mel.sample_rate)
+    limit = int(cfg.max_seconds * mel.sample_rate)
+    waves = [np.asarray(w, np.float32)[:limit] for w in waves]
+    if not waves or min(len(w) for w in waves) < mel.hop_length * 8:
+        raise UserError("a reference recording is too short for speaker conditioning (need at least 0.1 s)")
+    chunk = min(chunk, min(len(w) for w in waves))
+    pieces = [w[i:i + chunk] for w in waves for i in range(0, len(w) - chunk + 1, chunk)]
+    return np.stack([log_mel(p, mel) for p in pieces])
+
+
+@eqx.filter_jit
+def condition_from_chunks(conditioner: Conditioner, chunks: Float[Array, "K n_mels T"]) -> Float[Array, "N C"]:
+    return conditioner.from_chunks(chunks)

@@ -1,0 +1,275 @@
+"""The XTTS-style generator: conditioning + text tokens -> audio tokens and the latents HiFiGAN reads.
+
+One sequence is ``[conditioning vectors | text | audio]`` through GPT-2 blocks (``gpt.Transformer``),
+as XTTS-v2's GPT: text and audio tokens each have their own embedding and their own learned
+positions (each segment restarts at 0); conditioning vectors get no position; after the stack's
+``ln_f`` a second ``final_norm`` (coqui runs HF GPT2Model, which ends in ``ln_f``, then its own
+``final_norm``), then a text head and an audio head. The final-norm hidden states at the audio
+positions are the latents XTTS-v2's HiFiGAN decoder reads. Text is ``[start, ..., stop]``, audio
+``[start, codes..., stop]`` with start = ``num_audio_codes`` and stop = ``num_audio_codes + 1``.
+
+For sampling, :class:`TTSDecoder` shows the generic sampler (``inference/sampling.py``) integer
+prompts: audio ids ``[0, A)``, then text ids, then one id per conditioning vector of the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from xtts_jax.errors import UserError
+from xtts_jax.models.conditioning import PRESETS as COND_PRESETS, Conditioner, ConditioningConfig
+from xtts_jax.models.gpt import GPT, GPTConfig, KVCache, Transformer
+from xtts_jax.models.layers import Dense, LayerNorm
+from xtts_jax.text.tokenizer import EOT_ID, VOCAB_SIZE
+
+TEXT_LOSS_WEIGHT = 0.01  # as XTTS-v2: loss = 0.01 * text CE + audio CE
+
+
+@dataclasses.dataclass(frozen=True)
+class TTSConfig:
+    gpt: GPTConfig = GPTConfig(n_layer=30, n_head=16, n_embd=1024)
+    text_vocab_size: int = VOCAB_SIZE  # GPT-2 BPE; XTTS-v2's own tokenizer has 6,681
+    text_start_token: int = EOT_ID  # XTTS-v2: 261
+    text_stop_token: int = EOT_ID  # XTTS-v2: 0
+    # Table sizes. XTTS-v2 sizes them gpt_max_text_tokens 402 + 2 and gpt_max_audio_tokens 605 + 3.
+    text_positions: int = 404
+    audio_positions: int = 608
+    num_audio_codes: int = 1024
+    conditioning: ConditioningConfig | None = ConditioningConfig()
+
+    def __post_init__(self):
+        if self.conditioning is not None and self.conditioning.n_embd != self.gpt.n_embd:
+            raise UserError(f"conditioning n_embd {self.conditioning.n_embd} differs from the GPT's {self.gpt.n_embd}")
+        if max(self.text_start_token, self.text_stop_token) >= self.text_vocab_size:
+            raise UserError("text start/stop tokens must lie inside the text vocabulary")
+
+    @property
+    def audio_vocab_size(self) -> int:
+        return self.num_audio_codes + 2
+
+    @property
+    def audio_start_token(self) -> int:
+        return self.num_audio_codes
+
+    @property
+    def audio_stop_token(self) -> int:
+        return self.num_audio_codes + 1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TTSConfig":
+        d = dict(d)
+        d["gpt"] = GPTConfig.from_dict(d["gpt"])
+        cond = d.get("conditioning")
+        d["conditioning"] = ConditioningConfig(**cond) if cond else None
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise UserError(f"unknown TTSConfig field(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+PRESETS: dict[str, TTSConfig] = {
+    "xtts-v2": TTSConfig(),
+    # CPU sizes: "small" for demos, "tiny" for tests and benchmarks.
+    "small": TTSConfig(gpt=GPTConfig(n_layer=6, n_head=4, n_embd=256), text_positions=256,
+                       audio_positions=512, conditioning=dataclasses.replace(
+                           COND_PRESETS["tiny"], n_embd=256, n_head=4, num_groups=16, num_latents=16)),
+    "tiny": TTSConfig(gpt=GPTConfig(n_layer=2, n_head=4, n_embd=64), text_positions=64,
+                      audio_positions=128, num_audio_codes=32, conditioning=COND_PRESETS["tiny"]),
+}
+
+
+def get_config(name: str, **overrides) -> TTSConfig:
+    if name not in PRESETS:
+        raise UserError(f"unknown TTS config {name!r}; choose one of {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def _embed(n: int, d: int, key: PRNGKeyArray) -> Array:
+    return 0.02 * jax.random.normal(key, (n, d), jnp.float32)
+
+
+class TTSOutput(NamedTuple):
+    text_logits: Float[Array, "Tt Vt"]
+    audio_logits: Float[Array, "Ta Va"]
+    latents: Float[Array, "Ta C"]  # final-norm hidden states at the audio positions
+
+
+class TTS(eqx.Module):
+    text_embedding: Float[Array, "Vt C"]
+    text_pos: Float[Array, "Pt C"]
+    audio_embedding: Float[Array, "Va C"]
+    audio_pos: Float[Array, "Pa C"]
+    transformer: Transformer
+    final_norm: LayerNorm
+    text_head: Dense
+    audio_head: Dense
+    conditioner: Conditioner | None
+    config: TTSConfig = eqx.field(static=True)
+
+    def __init__(self, cfg: TTSConfig, *, key: PRNGKeyArray):
+        k = jax.random.split(key, 8)
+        d = cfg.gpt.n_embd
+        self.text_embedding = _embed(cfg.text_vocab_size, d, k[0])
+        self.text_pos = _embed(cfg.text_positions, d, k[1])
+        self.audio_embedding = _embed(cfg.audio_vocab_size, d, k[2])
+        self.audio_pos = _embed(cfg.audio_positions, d, k[3])
+        self.transformer = Transformer(cfg.gpt, key=k[4])
+        self.final_norm = LayerNorm(d, bias=True, eps=cfg.gpt.layer_norm_eps)
+        self.text_head = Dense(d, cfg.text_vocab_size, bias=True, std=0.02, key=k[5])
+        self.audio_head = Dense(d, cfg.audio_vocab_size, bias=True, std=0.02, key=k[6])
+        self.conditioner = Conditioner(cfg.conditioning, key=k[7]) if cfg.conditioning else None
+        self.config = cfg
+
+    def head(self, h: Float[Array, "... C"], which: Dense) -> Float[Array, "... V"]:
+        """Logits in the compute dtype, accumulated in float32."""
+        dtype = self.config.gpt.dtype
+        out = jnp.matmul(h.astype(dtype), which.weight.astype(dtype), preferred_element_type=jnp.float32)
+        return out + which.bias
+
+    def __call__(self, cond: Float[Array, "K C"], text: Int[Array, " Tt"], audio: Int[Array, " Ta"],
+                 text_len: Int[Array, ""] | None = None, audio_len: Int[Array, ""] | None = None,
+                 *, key: PRNGKeyArray | None = None) -> TTSOutput:
+        """Training forward over one example. ``text_len``/``audio_len``: valid lengths when the
+        segments are right-padded; padding is moved behind both segments before the transformer
+        (and back after), so audio never attends to text padding and the result equals the
+        unpadded forward."""
+        n_cond, n_text, n_audio = cond.shape[0], text.shape[0], audio.shape[0]
+        x = jnp.concatenate([
+            cond.astype(jnp.float32),
+            self.text_embedding[text] + self.text_pos[:n_text],
+            self.audio_embedding[audio] + self.audio_pos[:n_audio],
+        ])
+        if text_len is None and audio_len is None:
+            h, _ = self.transformer(x, key=key)
+        else:
+            text_len = n_text if text_len is None else text_len
+            audio_len = n_audio if audio_len is None else audio_len
+            group = jnp.concatenate([jnp.zeros(n_cond, jnp.int32),
+                                     jnp.where(jnp.arange(n_text) < text_len, 1, 3),
+                                     jnp.where(jnp.arange(n_audio) < audio_len, 2, 3)])
+            order = jnp.argsort(group, stable=True)
+            h_sorted, _ = self.transformer(x[order], key=key)
+            h = h_sorted[jnp.argsort(order)]
+        h = self.final_norm(h)
+        h_text, h_audio = h[n_cond:n_cond + n_text], h[n_cond + n_text:]
+        return TTSOutput(self.head(h_text, self.text_head), self.head(h_audio, self.audio_head), h_audio)
+
+    def condition(self, chunks: Float[Array, "K n_mels T"]) -> Float[Array, "N C"]:
+        if self.conditioner is None:
+            raise UserError("this TTS model has no conditioning encoder; supply a speaker embedding")
+        return self.conditioner.from_chunks(chunks)
+
+
+def _masked_ce(logits: Array, targets: Array, mask: Array) -> Array:
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+    return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1)
+
+
+def tts_loss(model: TTS, cond: Float[Array, "K C"], text: Int[Array, " Tt"], text_len: Int[Array, ""],
+             audio: Int[Array, " Ta"], audio_len: Int[Array, ""], *, key: PRNGKeyArray | None = None):
+    """XTTS-v2's loss for one example: ``0.01 * text CE + audio CE`` over next tokens within each
+    segment, padding masked. Returns (loss, {"loss", "text_ce", "audio_ce"})."""
+    out = model(cond, text, audio, text_len, audio_len, key=key)
+    text_mask = jnp.arange(text.shape[0] - 1) < text_len - 1
+    audio_mask = jnp.arange(audio.shape[0] - 1) < audio_len - 1
+    text_ce = _masked_ce(out.text_logits[:-1], text[1:], text_mask)
+    audio_ce = _masked_ce(out.audio_logits[:-1], audio[1:], audio_mask)
+    loss = TEXT_LOSS_WEIGHT * text_ce + audio_ce
+    return loss, {"loss": loss, "text_ce": text_ce, "audio_ce": audio_ce}
+
+
+def init_from_gpt(model: TTS, gpt: GPT) -> TTS:
+    """Copy a trained GPT's blocks and final LayerNorm, and its token and position embeddings into
+    the text tables (the rows both have), e.g. from a TinyStories run or Hugging Face GPT-2."""
+    a, b = model.config.gpt, gpt.config
+    if (a.n_layer, a.n_embd, a.n_head, a.mlp_activation, a.bias) != (b.n_layer, b.n_embd, b.n_head, b.mlp_activation, b.bias):
+        raise UserError(f"GPT checkpoint ({b.n_layer} layers, d {b.n_embd}, {b.n_head} heads) does not fit the TTS "
+                        f"transformer ({a.n_layer} layers, d {a.n_embd}, {a.n_head} heads)")
+    n_tok = min(model.text_embedding.shape[0], b.vocab_size)
+    n_pos = min(model.text_pos.shape[0], gpt.wpe.shape[0])
+    text = model.text_embedding.at[:n_tok].set(gpt.wte[:n_tok])
+    pos = model.text_pos.at[:n_pos].set(gpt.wpe[:n_pos])
+    return eqx.tree_at(lambda m: (m.transformer, m.text_embedding, m.text_pos), model, (gpt.transformer, text, pos))
+
+
+class TTSDecoder(eqx.Module):
+    """The TTS model behind the sampler's integer-prompt interface, for a batch of speakers.
+
+    ``cond_table`` holds the conditioning vectors of every row of a batch, one after another; a
+    row's prompt names its own vectors by id, so the sampler stays generic and one-jit and the
+    vectors are traced arrays (new speakers do not recompile). Generated ids are audio ids.
+    """
+
+    model: TTS
+    cond_table: Float[Array, "N C"]
+
+    @property
+    def text_offset(self) -> int:
+        return self.model.config.audio_vocab_size
+
+    @property
+    def cond_offset(self) -> int:
+        return self.text_offset + self.model.config.text_vocab_size
+
+    @property
+    def prompt_vocab_size(self) -> int:
+        return self.cond_offset + self.cond_table.shape[0]
+
+    def prompt(self, cond_rows: range, text: list[int]) -> list[int]:
+        """Prompt ids: conditioning vectors ``cond_rows`` of the table, the text, the audio start."""
+        return ([self.cond_offset + i for i in cond_rows] + [self.text_offset + t for t in text]
+                + [self.model.config.audio_start_token])
+
+    def prefill(self, tokens: Int[Array, " P"], max_len: int):
+        m, A, C = self.model, self.text_offset, self.cond_offset
+        is_audio, is_cond = tokens < A, tokens >= C
+        is_text = ~is_audio & ~is_cond
+        text_pos = jnp.clip(jnp.cumsum(is_text) - 1, 0, m.text_pos.shape[0] - 1)
+        audio_pos = jnp.clip(jnp.cumsum(is_audio) - 1, 0, m.audio_pos.shape[0] - 1)
+        text_x = m.text_embedding[jnp.clip(tokens - A, 0, C - A - 1)] + m.text_pos[text_pos]
+        audio_x = m.audio_embedding[jnp.clip(tokens, 0, A - 1)] + m.audio_pos[audio_pos]
+        cond_x = self.cond_table[jnp.clip(tokens - C, 0, self.cond_table.shape[0] - 1)]
+        x = jnp.where(is_audio[:, None], audio_x, jnp.where(is_text[:, None], text_x, cond_x))
+        h, (k, v) = m.transformer(x)
+        cache = m.transformer.empty_cache(max_len)
+        k = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (0, 0, 0, 0))
+        v = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (0, 0, 0, 0))
+        # the sequence index of the audio start token: audio position = index - start
+        start = jnp.argmax(tokens == m.config.audio_start_token).astype(jnp.int32)
+        return m.head(m.final_norm(h), m.audio_head), (KVCache(k, v), start)
+
+    def decode_step(self, cache, token: Int[Array, ""], pos: Int[Array, ""]):
+        m = self.model
+        kv, start = cache
+        audio_pos = jnp.clip(pos - start, 0, m.audio_pos.shape[0] - 1)
+        h, kv = m.transformer.decode(m.audio_embedding[token] + m.audio_pos[audio_pos], kv, pos)
+        return (kv, start), m.head(m.final_norm(h), m.audio_head)
+
+
+def logical_axes(model: TTS):
+    """Sharding names: the transformer's from gpt.logical_axes; embeddings shard only ``embed``
+    (the text vocabulary, 50,257 or 6,681, need not divide a mesh axis); the rest replicated."""
+    from jax.sharding import PartitionSpec as P
+
+    from xtts_jax.models import gpt as gpt_lib
+
+    def spec(path, leaf):
+        if not eqx.is_array(leaf):
+            return leaf
+        name = gpt_lib.path_name(path)
+        if name in ("text_embedding", "audio_embedding", "text_pos", "audio_pos"):
+            return P(None, "embed")
+        return P(*([None] * leaf.ndim))
+
+    specs = jax.tree_util.tree_map_with_path(spec, model)
+    return eqx.tree_at(lambda s: s.transformer, specs, gpt_lib.logical_axes(model.transformer))
