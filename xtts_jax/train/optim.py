@@ -84,22 +84,27 @@ def decay_mask(model: eqx.Module, logical: Any | None = None) -> Any:
     """True at parameters that take weight decay: matmul weights, not embeddings, norms, biases.
 
     A leaf counts as a matrix when it has two or more dimensions apart from a leading "layers"
-    axis (scanned layers stack a norm's [embed] scale into [layers, embed]). Embeddings are the
-    weights of ``eqx.nn.Embedding`` modules, fields named ``wte``/``wpe`` or ``*emb*``, and leaves
-    whose logical axes start with "vocab" or "pos"; a tied output head shares the token table and
-    so is not decayed either, as in minGPT. (nanoGPT itself decays its embeddings.)
+    axis (scanned layers stack a norm's [embed] scale into [layers, embed]), is not named
+    ``bias`` and does not sit in a ``*Norm*`` module. Embeddings are the weights of
+    ``eqx.nn.Embedding`` modules, fields named ``wte``/``wpe`` or ``*emb*``, and leaves whose
+    logical axes start with "vocab" or "pos"; a tied output head shares the token table and so is
+    not decayed either, as in minGPT. (nanoGPT itself decays its embeddings.)
     """
     params = eqx.filter(model, eqx.is_array)
 
+    def exempt_module(x) -> bool:  # every array inside these keeps its values: no decay
+        return isinstance(x, eqx.nn.Embedding) or (isinstance(x, eqx.Module) and "Norm" in type(x).__name__)
+
     def flag(x):
-        if isinstance(x, eqx.nn.Embedding):
+        if exempt_module(x):
             return jax.tree_util.tree_map(lambda a: False if eqx.is_array(a) else None, x)
         return x.ndim >= 2 if eqx.is_array(x) else None
 
-    flags = jax.tree_util.tree_map(flag, model, is_leaf=lambda x: isinstance(x, eqx.nn.Embedding))
-    # Raw embedding tables held as arrays: GPT-2's names, or any field named like an embedding.
+    flags = jax.tree_util.tree_map(flag, model, is_leaf=exempt_module)
+    # Biases, and raw embedding tables held as arrays (GPT-2's wte/wpe, any field named *emb*).
     flags = jax.tree_util.tree_map_with_path(
-        lambda path, f: f and not _EMBEDDING_NAME.search(_last_name(path)), flags)
+        lambda path, f: f and not _EMBEDDING_NAME.search(_last_name(path)) and _key(path[-1]) != "bias",
+        flags)
     if logical is not None:
         def by_axes(flag, spec, x):
             names = tuple(spec) + (None,) * (x.ndim - len(spec))
@@ -114,8 +119,12 @@ def decay_mask(model: eqx.Module, logical: Any | None = None) -> Any:
 _EMBEDDING_NAME = re.compile(r"^(wte|wpe)$|emb", re.IGNORECASE)
 
 
+def _key(k) -> str:
+    return str(getattr(k, "name", getattr(k, "key", "")))
+
+
 def _last_name(path) -> str:
-    names = [str(getattr(k, "name", getattr(k, "key", ""))) for k in path]
+    names = [_key(k) for k in path]
     names = [n for n in names if n and n != "weight"]
     return names[-1] if names else ""
 

@@ -130,7 +130,7 @@ class Trainer:
         grads = jax.lax.with_sharding_constraint(grads, self.param_sharding)
         updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads), lr=self.schedule(state["step"]))
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads), lr=self.schedule(state["step"]))
         new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1, "key": state["key"]}
         return new, metrics
 

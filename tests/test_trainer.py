@@ -1,0 +1,160 @@
+"""Optimizer decay mask, schedule values, the LM loss against numpy, config errors, and one short
+in-process fit checking what lands in metrics.jsonl (loss, lr, grad norm, tokens/s, MFU, eval, samples)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from _tiny import VOCAB, tiny_task, tiny_train_config, write_tokens
+from xtts_jax.errors import UserError
+from xtts_jax.train.checkpoint import flatten
+from xtts_jax.train.data import TokenDataset
+from xtts_jax.train.lm import VocabMap, unigram_entropy
+from xtts_jax.train.metrics import read_jsonl
+from xtts_jax.train.optim import TrainConfig, decay_mask, lr_schedule, make_optimizer
+from xtts_jax.train.sharding import MeshConfig
+from xtts_jax.train.trainer import Trainer, _shape_model
+
+MATRICES = {"transformer.blocks.attn.c_attn.weight", "transformer.blocks.attn.c_proj.weight",
+            "transformer.blocks.mlp.c_fc.weight", "transformer.blocks.mlp.c_proj.weight"}
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_model(seed: int = 0):
+    """One compiled init instead of hundreds of eager ops (slow on a busy machine)."""
+    return eqx.filter_jit(tiny_task().init_model)(jax.random.PRNGKey(seed))
+
+
+def shapes_only(model_fn):
+    """A model with zero-stride numpy stand-ins for its arrays: right shapes, nothing computed."""
+    return _shape_model(eqx.filter_eval_shape(model_fn, jax.random.PRNGKey(0)))
+
+
+def test_decay_mask_matrices_only():
+    task = tiny_task()
+    model = shapes_only(task.init_model)
+    logical = eqx.filter(task.logical_axes(model), lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    for spec in (None, logical):  # by shapes and names alone, and with logical axes
+        decayed = {k for k, v in flatten(decay_mask(model, spec)).items() if v}
+        # Not wte/wpe (embeddings), not the stacked [layers, embed] LayerNorm scales, not biases.
+        assert decayed == MATRICES
+    untied = dataclasses.replace(task.config, tie_embeddings=False)
+    model = shapes_only(lambda k: type(model)(untied, key=k))
+    assert {k for k, v in flatten(decay_mask(model)).items() if v} == MATRICES | {"lm_head.weight"}
+
+    class WithEmbedding(eqx.Module):
+        table: eqx.nn.Embedding
+        proj: eqx.nn.Linear
+
+    toy = WithEmbedding(eqx.nn.Embedding(10, 4, key=jax.random.PRNGKey(1)), eqx.nn.Linear(4, 4, key=jax.random.PRNGKey(2)))
+    assert flatten(decay_mask(toy)) == {"table.weight": False, "proj.weight": True, "proj.bias": False}
+
+
+def test_weight_decay_applies_only_where_masked():
+    """With zero gradients AdamW's step is pure decay: p <- p - lr * wd * p on matrices, nothing elsewhere."""
+    cfg = TrainConfig(lr=0.1, min_lr=0.1, warmup_steps=0, weight_decay=0.5, steps=10)
+    model = tiny_model()
+    params = eqx.filter(model, eqx.is_array)
+    opt = make_optimizer(cfg, model)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    updates, _ = jax.jit(opt.update)(zeros, jax.jit(opt.init)(params), params)
+    for name, u in flatten(updates).items():
+        p = flatten(params)[name]
+        expected = -0.1 * 0.5 * p if name in MATRICES else jnp.zeros_like(p)
+        np.testing.assert_allclose(u, expected, rtol=1e-6, atol=1e-9, err_msg=name)
+
+
+def test_schedule_matches_nanogpt_formula():
+    cfg = TrainConfig(lr=6e-4, min_lr=6e-5, warmup_steps=10, steps=110)
+    schedule = lr_schedule(cfg)
+
+    def nanogpt(it):  # nanoGPT train.py get_lr, with lr_decay_iters = steps
+        if it < cfg.warmup_steps:
+            return cfg.lr * (it + 1) / cfg.warmup_steps
+        if it > cfg.steps:
+            return cfg.min_lr
+        ratio = (it - cfg.warmup_steps) / (cfg.steps - cfg.warmup_steps)
+        return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
+
+    for it in (0, 1, 9, 10, 11, 35, 60, 109, 110, 200):
+        np.testing.assert_allclose(float(schedule(it)), nanogpt(it), rtol=1e-6, err_msg=str(it))
+
+
+def test_lm_loss_matches_numpy_cross_entropy():
+    task = tiny_task()
+    model = tiny_model()
+    batch = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, (3, 33)), jnp.int32)
+    loss, metrics, logits = eqx.filter_jit(lambda m, b: (*task.loss(m, b, None), jax.vmap(m)(b[:, :-1])))(model, batch)
+    logits = np.asarray(logits, np.float64)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    targets = np.asarray(batch[:, 1:])
+    expected = -np.take_along_axis(logp, targets[..., None], -1).mean()
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    assert float(metrics["loss"]) == float(loss)
+
+
+def test_vocab_map_and_unigram_entropy():
+    counts = np.zeros(60000, np.int64)
+    counts[[5, 50256, 300]] = [2, 1, 1]
+    vocab = VocabMap.from_counts(counts)
+    assert vocab.ids == (5, 300, 50256)
+    np.testing.assert_array_equal(vocab.to_compact(np.array([[50256, 5], [300, 300]])), [[2, 0], [1, 1]])
+    np.testing.assert_array_equal(vocab.to_gpt2(np.array([2, 0, 1])), [50256, 5, 300])
+    p = np.array([0.5, 0.25, 0.25])
+    assert unigram_entropy(counts) == pytest.approx(-(p * np.log(p)).sum())
+
+
+def test_config_errors_are_one_clear_sentence():
+    with pytest.raises(UserError, match="TrainConfig.lr = -1.0 is out of range"):
+        TrainConfig(lr=-1.0)
+    with pytest.raises(UserError, match="TrainConfig.min_lr = 0.1 is out of range"):
+        TrainConfig(lr=0.01, min_lr=0.1)
+    with pytest.raises(UserError, match="batch_size 10 does not divide into grad_accum 4"):
+        TrainConfig(batch_size=10, grad_accum=4)
+    with pytest.raises(UserError, match="needs 2 devices but 1 are available"):
+        Trainer(tiny_task(), tiny_train_config("unused"), MeshConfig(data=2))
+
+
+def test_fit_logs_metrics_eval_and_samples(tmp_path):
+    task = tiny_task()
+    data = TokenDataset(write_tokens(str(tmp_path / "tokens.bin")), task.config.block_size)
+    cfg = tiny_train_config(str(tmp_path / "run"), steps=4, lr=3e-3, eval_every=2, eval_steps=2,
+                            sample_every=4, ckpt_every=2, keep_last=1, peak_flops=1e12)
+
+    # The tiny task's ids are not GPT-2 text; sample from a token prompt and decode as ids.
+    class Task(type(task)):
+        def sample(self, model, key):
+            from xtts_jax.train.lm import generate
+            return [" ".join(map(str, np.asarray(generate(model, jnp.arange(4, dtype=jnp.int32), 12, 0.0, key))))]
+
+    trainer = Trainer(Task(task.config), cfg, train_data=lambda s: data.batch(0, s, cfg.batch_size),
+                      eval_data=lambda i: data.batch(1, i, cfg.batch_size))
+    out = trainer.fit(show_progress=False)
+    records = read_jsonl(str(tmp_path / "run" / "metrics.jsonl"))
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    schedule = lr_schedule(cfg)
+    for r in train:
+        assert r["lr"] == pytest.approx(float(schedule(r["step"] - 1)), rel=1e-6)
+        assert r["grad_norm"] > 0 and r["tokens_per_s"] > 0
+        flops = task.config.flops_per_token(32)
+        assert r["mfu"] == pytest.approx(flops * r["tokens_per_s"] / 1e12, rel=1e-6)
+    assert train[-1]["loss"] < train[0]["loss"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [2, 4] and evals[-1]["val_loss"] == pytest.approx(out["val_loss"])
+    manual = np.mean([float(trainer.eval_step(out["state"]["params"], data.batch(1, i, 16))["loss"]) for i in range(2)])
+    assert out["val_loss"] == pytest.approx(manual, rel=1e-6)
+    samples = [r for r in records if r["kind"] == "samples"]
+    assert samples[0]["step"] == 4 and samples[0]["samples"][0].startswith("0 1 2 3 ")
+    assert len(samples[0]["samples"][0].split()) == 12
+    best = min(evals, key=lambda r: r["val_loss"])["step"]
+    assert trainer.ckpt.steps() == sorted({best, 4}) and trainer.ckpt.best_step() == best  # last and best
