@@ -92,6 +92,11 @@ def _one_hot_seen(tokens: Int[Array, "B P"], valid: Bool[Array, "B P"], vocab: i
 @eqx.filter_jit
 def _generate(model, prompts, prompt_lengths, key, cfg: SamplingConfig, cache_len: int) -> Generation:
     batch, n_new = prompts.shape[0], cfg.max_new_tokens
+    # Decoding at small batch is bound by reading the weights: cast them to the compute dtype once
+    # here, not on every step inside the loop.
+    dtype = getattr(getattr(model, "config", None), "dtype", None)
+    if dtype is not None:
+        model = jax.tree.map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model)
     logits_all, cache = jax.vmap(lambda p: model.prefill(p, cache_len))(prompts)
     last = jnp.take_along_axis(logits_all, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]
     vocab = last.shape[-1]

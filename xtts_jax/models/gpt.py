@@ -159,17 +159,18 @@ class CausalSelfAttention(eqx.Module):
         y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.implementation)
         return self.c_proj(y.reshape(x.shape)), (k, v)
 
-    def decode(self, x: Float[Array, " C"], k_cache: Array, v_cache: Array, pos: Int[Array, ""]):
-        """One new token at ``pos`` against the cache [S, H, D]; returns output and the updated caches."""
+    def decode(self, x: Float[Array, " C"], k_all: Array, v_all: Array, layer, pos: Int[Array, ""]):
+        """One new token at ``pos`` against layer ``layer`` of the caches [L, S, H, D]. Only the new
+        row is written, in place, so a step moves no more cache than attention reads."""
         q, k, v = self.qkv(x)
-        k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype), (pos, 0, 0))
-        v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype), (pos, 0, 0))
-        scores = jnp.einsum("hd,shd->hs", q, k_cache.astype(q.dtype), preferred_element_type=jnp.float32)
-        scores = scores / math.sqrt(q.shape[-1])
+        k_all = jax.lax.dynamic_update_slice(k_all, k[None, None].astype(k_all.dtype), (layer, pos, 0, 0))
+        v_all = jax.lax.dynamic_update_slice(v_all, v[None, None].astype(v_all.dtype), (layer, pos, 0, 0))
+        k_cache, v_cache = k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype)
+        scores = jnp.einsum("hd,shd->hs", q, k_cache, preferred_element_type=jnp.float32) / math.sqrt(q.shape[-1])
         scores = jnp.where(jnp.arange(k_cache.shape[0]) <= pos, scores, -jnp.inf)
         probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-        y = jnp.einsum("hs,shd->hd", probs, v_cache.astype(q.dtype))
-        return self.c_proj(y.reshape(x.shape)), k_cache, v_cache
+        y = jnp.einsum("hs,shd->hd", probs, v_cache)
+        return self.c_proj(y.reshape(x.shape)), k_all, v_all
 
 
 class Block(eqx.Module):
@@ -196,10 +197,10 @@ class Block(eqx.Module):
         m = self.mlp(self.ln_2(x).astype(dtype))
         return x + _dropout(m, self.dropout, k2).astype(x.dtype), kv
 
-    def decode(self, x: Float[Array, " C"], dtype, k_cache, v_cache, pos):
-        a, k_cache, v_cache = self.attn.decode(self.ln_1(x).astype(dtype), k_cache, v_cache, pos)
+    def decode(self, x: Float[Array, " C"], k_all, v_all, *, dtype, layer, pos):
+        a, k_all, v_all = self.attn.decode(self.ln_1(x).astype(dtype), k_all, v_all, layer, pos)
         x = x + a.astype(x.dtype)
-        return x + self.mlp(self.ln_2(x).astype(dtype)).astype(x.dtype), k_cache, v_cache
+        return x + self.mlp(self.ln_2(x).astype(dtype)).astype(x.dtype), k_all, v_all
 
 
 def _over_layers(blocks: Block, body, carry, xs, n_layer: int, scan: bool):
@@ -240,9 +241,7 @@ class Transformer(eqx.Module):
         cfg = self.config
 
         def body(block, carry, layer):
-            h, k_all, v_all = carry
-            h, k_l, v_l = block.decode(h, cfg.dtype, k_all[layer], v_all[layer], pos)
-            return (h, k_all.at[layer].set(k_l), v_all.at[layer].set(v_l)), None
+            return block.decode(*carry, dtype=cfg.dtype, layer=layer, pos=pos), None
 
         carry = (x.astype(jnp.float32), cache.k, cache.v)
         (x, k, v), _ = _over_layers(self.blocks, body, carry, jnp.arange(cfg.n_layer), cfg.n_layer, cfg.scan_layers)
