@@ -112,30 +112,33 @@ def corpus_metrics(model: DVAE, waves: list[np.ndarray]) -> dict:
     run = eqx.filter_jit(lambda m, x: m(x)[:2])
     l1, all_codes = [], []
     for w in waves:
-        mel = dvae_mel(w, cfg)
+        mel = dvae_mel(w, cfg, bucket_tokens=16)  # padded to few shapes: few compiles
         recon, codes = run(model, jnp.asarray(mel))
-        n = log_mel(w, cfg.mel).shape[1]
+        n = cfg.mel.n_frames(len(w))
         err = np.abs(np.asarray(recon) - mel)[:, :n]
         if cfg.mel_stats is not None:
             err = err * cfg.mel_stats.arrays()[1]
         l1.append(err.mean())
-        all_codes.append(np.asarray(codes))
+        all_codes.append(np.asarray(codes)[: cfg.n_tokens(len(w))])
     codes = jnp.asarray(np.concatenate(all_codes))
     stats = codebook_stats(codes, jnp.ones_like(codes, bool), cfg.num_tokens)
     return {"mel_l1": float(np.mean(l1)), "perplexity": float(stats["perplexity"]),
             "usage": float(stats["usage"]), "tokens": int(codes.size), "utterances": len(waves)}
 
 
-def write_listening_samples(model: DVAE, wave: np.ndarray, out_dir: str, n_iter: int = 32) -> list[str]:
-    """Griffin-Lim of one utterance's own mel and of its DVAE reconstruction, next to the original."""
+def write_listening_samples(model: DVAE, wave: np.ndarray, out_dir: str, n_iter: int = 32) -> dict:
+    """Griffin-Lim of one utterance's own mel and of its DVAE reconstruction, next to the original;
+    with the mel L1 (log-mel units) of each re-synthesis against the original audio."""
     cfg = model.cfg
     mel = dvae_mel(wave, cfg)
     recon = np.asarray(eqx.filter_jit(lambda m, x: m(x)[0])(model, jnp.asarray(mel)))
-    paths = [str(save_audio(os.path.join(out_dir, "original.wav"), wave, cfg.mel.sample_rate))]
+    reference = log_mel(wave, cfg.mel)
+    out = {"original": str(save_audio(os.path.join(out_dir, "original.wav"), wave, cfg.mel.sample_rate))}
     for name, m in (("griffin_lim_mel", mel), ("griffin_lim_dvae", recon)):
         w = griffin_lim(m, cfg.mel, n_iter=n_iter, stats=cfg.mel_stats, length=len(wave))
-        paths.append(str(save_audio(os.path.join(out_dir, f"{name}.wav"), w, cfg.mel.sample_rate)))
-    return paths
+        out[name] = str(save_audio(os.path.join(out_dir, f"{name}.wav"), w, cfg.mel.sample_rate))
+        out[name + "_mel_l1"] = float(np.abs(log_mel(w, cfg.mel) - reference).mean())
+    return out
 
 
 def _manifest(data: Path, name: str) -> Path:
@@ -149,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="corpus dir (train.jsonl, eval.jsonl) or a manifest")
     ap.add_argument("--eval-data", type=Path, help="held-out manifest (default: DATA/eval.jsonl)")
+    ap.add_argument("--eval-voices-data", type=Path,
+                    help="held-out voices, scored at the end (default: DATA/eval_voices.jsonl when present)")
     ap.add_argument("--out", default="runs/dvae")
     ap.add_argument("--preset", default="xtts-v2", choices=sorted(PRESETS))
     ap.add_argument("--steps", type=int, default=20000)
@@ -158,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=1000)
     ap.add_argument("--eval-utterances", type=int, default=50)
     ap.add_argument("--max-utterances", type=int, help="load at most this many training utterances")
+    ap.add_argument("--usage-utterances", type=int, default=300,
+                    help="training utterances whose tokens give the final codebook usage and perplexity")
     ap.add_argument("--stats-utterances", type=int, default=200, help="utterances for the mel statistics")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
@@ -182,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     model = trainer.model(result["state"]["params"])
     save_dvae(model, os.path.join(args.out, "dvae.safetensors"))
     scores = {"heldout": corpus_metrics(model, held),
-              "train": corpus_metrics(model, train[: max(args.eval_utterances, 1)])}
+              "train": corpus_metrics(model, train[: args.usage_utterances])}
+    voices = args.eval_voices_data or (args.data / "eval_voices.jsonl" if args.data.is_dir() else None)
+    if voices is not None and voices.is_file():
+        scores["heldout_voices"] = corpus_metrics(
+            model, load_waves(voices, base.mel.sample_rate, args.eval_utterances, args.seed + 2))
     scores["samples"] = write_listening_samples(model, held[0], os.path.join(args.out, "samples"))
     with open(os.path.join(args.out, "heldout.json"), "w") as f:
         json.dump(scores, f, indent=2)

@@ -38,11 +38,8 @@ def encode_wave(model: DVAE, wave: np.ndarray, bucket_tokens: int = BUCKET_TOKEN
     The waveform is padded with digital silence to a whole bucket, so a corpus compiles the
     encoder for a handful of shapes; the tokens past the utterance are dropped.
     """
-    cfg = model.cfg
-    n_tokens = -(-cfg.mel.n_frames(len(wave)) // cfg.downsample)
-    samples = bucket_tokens * cfg.mel.hop_length * cfg.downsample
-    padded = np.pad(wave, (0, (-len(wave)) % samples))
-    return np.asarray(_encode(model, jnp.asarray(dvae_mel(padded, cfg))))[:n_tokens]
+    mel = dvae_mel(wave, model.cfg, bucket_tokens)
+    return np.asarray(_encode(model, jnp.asarray(mel)))[: model.cfg.n_tokens(len(wave))]
 
 
 _encode = eqx.filter_jit(DVAE.encode)

@@ -56,6 +56,10 @@ class DVAEConfig:
     def downsample(self) -> int:
         return 2**self.num_layers
 
+    def n_tokens(self, n_samples: int) -> int:
+        """Tokens for a waveform of ``n_samples``: its mel frames / downsample, rounded up."""
+        return -(-self.mel.n_frames(n_samples) // self.downsample)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["mel_stats"] = self.mel_stats.to_dict() if self.mel_stats else None
@@ -260,9 +264,16 @@ def update_codebook(model: DVAE, aux: dict, key: PRNGKeyArray) -> tuple[DVAE, di
     return eqx.tree_at(lambda m: m.codebook, model, book), {**stats, "restarted": restarted}
 
 
-def dvae_mel(wave: np.ndarray, cfg: DVAEConfig) -> np.ndarray:
+def dvae_mel(wave: np.ndarray, cfg: DVAEConfig, bucket_tokens: int = 1) -> np.ndarray:
     """The model's input for a waveform: normalised log-mel ``[n_mels, frames]``, frames padded
-    with silence to a multiple of ``downsample`` (so every 1,024 samples give one token)."""
+    with silence to a multiple of ``downsample`` (so every 1,024 samples give one token).
+
+    ``bucket_tokens > 1`` first pads the waveform with silence to a whole number of such buckets,
+    so a corpus of varied lengths compiles the model for a handful of shapes only; the first
+    ``cfg.n_tokens(len(wave))`` tokens are the utterance's.
+    """
+    if bucket_tokens > 1:
+        wave = np.pad(wave, (0, (-len(wave)) % (bucket_tokens * cfg.mel.hop_length * cfg.downsample)))
     mel = log_mel(wave, cfg.mel, cfg.mel_stats)
     floor = np.log(LOG_CLAMP)
     if cfg.mel_stats is not None:
