@@ -144,3 +144,16 @@ def test_bad_files_raise_user_errors(tmp_path):
         load_audio(tmp_path / "missing.wav")
     with pytest.raises(UserError, match="win_length"):
         MelConfig(win_length=2048)
+
+
+def test_xtts_style_mel_matches_a_torch_stft_pipeline():
+    """XTTS-v2 computes its mel with torch (torchaudio: centred reflect-padded STFT, periodic Hann,
+    power 2, HTK-scale slaney-normalised filters); our JAX mel with ``htk=True`` must agree."""
+    torch = pytest.importorskip("torch")
+    cfg = MelConfig(htk=True)
+    wave = _signals()["chirp"].astype(np.float32)
+    spec = torch.stft(torch.from_numpy(wave), n_fft=1024, hop_length=256, win_length=1024,
+                      window=torch.hann_window(1024), center=True, pad_mode="reflect", return_complex=True)
+    basis = torch.from_numpy(librosa.filters.mel(sr=SR, n_fft=1024, n_mels=80, fmin=0, fmax=8000, htk=True, norm="slaney"))
+    ref = torch.log(torch.clamp(basis @ spec.abs() ** 2, min=1e-5)).numpy()
+    np.testing.assert_allclose(np.asarray(log_mel_jax(wave, cfg)), ref, atol=1e-4)
