@@ -246,14 +246,20 @@ class TTSDecoder(eqx.Module):
         v = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (0, 0, 0, 0))
         # the sequence index of the audio start token: audio position = index - start
         start = jnp.argmax(tokens == m.config.audio_start_token).astype(jnp.int32)
-        return m.head(m.final_norm(h), m.audio_head), (KVCache(k, v), start)
+        return self.audio_logits(h), (KVCache(k, v), start)
 
     def decode_step(self, cache, token: Int[Array, ""], pos: Int[Array, ""]):
         m = self.model
         kv, start = cache
         audio_pos = jnp.clip(pos - start, 0, m.audio_pos.shape[0] - 1)
         h, kv = m.transformer.decode(m.audio_embedding[token] + m.audio_pos[audio_pos], kv, pos)
-        return (kv, start), m.head(m.final_norm(h), m.audio_head)
+        return (kv, start), self.audio_logits(h)
+
+    def audio_logits(self, h: Float[Array, "... C"]) -> Float[Array, "... Va"]:
+        """Audio-head logits; the start token is never a valid next token, so it cannot be drawn."""
+        m = self.model
+        logits = m.head(m.final_norm(h), m.audio_head)
+        return logits.at[..., m.config.audio_start_token].set(-1e9)
 
 
 def logical_axes(model: TTS):

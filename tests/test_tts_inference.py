@@ -1,0 +1,116 @@
+"""Synthesis pipeline: sentence splitting, batched == one at a time, seeds, streaming, speaker files."""
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from xtts_jax.errors import UserError
+from xtts_jax.inference import tts as P
+from xtts_jax.inference.sampling import SamplingConfig
+from xtts_jax.inference.vocoder import Vocoder
+from xtts_jax.models.dvae import DVAE, PRESETS as DVAE_PRESETS
+from xtts_jax.models.tts import get_config
+
+GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=12, penalize_prompt=False)
+XTTS = SamplingConfig(**P.XTTS_SAMPLING, max_new_tokens=12)
+
+
+def random_dvae(seed=0) -> DVAE:
+    rng = np.random.default_rng(seed)
+    shapes = eqx.filter_eval_shape(lambda: DVAE(DVAE_PRESETS["tiny"], jax.random.key(0)))
+    return jax.tree.map(lambda s: jnp.asarray(0.05 * rng.standard_normal(s.shape, np.float32))
+                        if isinstance(s, jax.ShapeDtypeStruct) else s, shapes)
+
+
+@pytest.fixture(scope="module")
+def synth():
+    model = P.random_tts(get_config("tiny"), seed=1, std=0.08)  # sharper than 0.02: no greedy ties
+    dvae = random_dvae()
+    return P.Synthesizer(model, Vocoder.griffin_lim(dvae.cfg.mel, n_iter=4), dvae)
+
+
+@pytest.fixture(scope="module")
+def conds():
+    rng = np.random.default_rng(2)
+    return [rng.standard_normal((8, 64)).astype(np.float32), rng.standard_normal((1, 64)).astype(np.float32)]
+
+
+def test_sentences_and_text_tokens(synth):
+    assert P.split_sentences("  Hi there.  How are\nyou?! Fine; ok") == ["Hi there.", "How are you?!", "Fine;", "ok"]
+    assert P.split_sentences(" \n ") == []
+    cfg = synth.model.config
+    assert P.text_tokens("Hello", cfg) == [cfg.text_start_token, 15496, cfg.text_stop_token]
+    with pytest.raises(UserError, match="longer than"):
+        P.text_tokens("word " * 70, cfg)
+    with pytest.raises(UserError, match="empty"):
+        synth.synthesize(["Fine.", "  "], [None, None], jax.random.key(0), GREEDY)
+
+
+def test_batched_synthesis_equals_one_at_a_time(synth, conds):
+    texts = ["The cat sat. It was warm outside today!", "Yes."]
+    key = jax.random.key(0)
+    both = synth.synthesize(texts, conds, key, GREEDY)
+    alone = [synth.synthesize([t], [c], key, GREEDY)[0] for t, c in zip(texts, conds)]
+    for a, b in zip(both, alone):
+        np.testing.assert_array_equal(a, b)
+    # two sentences joined with a gap: longer than the one-sentence text
+    gap = int(synth.gap_seconds * synth.sample_rate)
+    first = synth.synthesize(["The cat sat."], conds[:1], key, GREEDY)[0]
+    np.testing.assert_array_equal(both[0][: len(first)], first)
+    np.testing.assert_array_equal(both[0][len(first): len(first) + gap], 0)
+
+
+def test_seed_gives_the_same_audio(synth, conds):
+    a = synth.synthesize(["Hello world."], conds[:1], jax.random.key(7), XTTS)[0]
+    b = synth.synthesize(["Hello world."], conds[:1], jax.random.key(7), XTTS)[0]
+    np.testing.assert_array_equal(a, b)
+    rows = [P.text_tokens("Hello world.", synth.model.config)]
+    c1 = synth.codes(rows, conds[:1], jax.random.key(7), XTTS)
+    c2 = synth.codes(rows, conds[:1], jax.random.key(8), XTTS)
+    assert c1 != c2
+
+
+def test_stream_yields_the_same_tokens_as_batch(synth, conds):
+    row = P.text_tokens("Streaming works.", synth.model.config)
+    want = synth.codes([row], conds[:1], jax.random.key(0), GREEDY)[0]
+    pieces = list(P.stream_codes(synth.model, conds[0], row, jax.random.key(0), GREEDY, chunk_tokens=5))
+    assert [len(p) for p, _ in pieces][:-1] == [5] * (len(pieces) - 1) and pieces[-1][1]
+    assert sum((p for p, _ in pieces), []) == want
+    audio = list(synth.stream("Streaming works.", conds[0], jax.random.key(0), GREEDY, chunk_tokens=5))
+    assert len(audio) >= 2
+    assert sum(len(a) for a in audio) == len(synth.render(want, conds[0], row))
+
+
+def test_speaker_embedding_files(tmp_path):
+    good = np.ones((3, 64), np.float32)
+    np.save(tmp_path / "good.npy", good)
+    np.save(tmp_path / "vec.npy", good[0])
+    assert P.load_speaker_embedding(tmp_path / "good.npy", 64).shape == (3, 64)
+    assert P.load_speaker_embedding(tmp_path / "vec.npy", 64).shape == (1, 64)
+    bad = {"shape": np.ones((3, 63), np.float32), "float32": np.ones(64, np.float64),
+           "NaN": np.full(64, np.nan, np.float32), "objects": np.array([{"a": 1}], dtype=object)}
+    for why, arr in bad.items():
+        np.save(tmp_path / "bad.npy", arr, allow_pickle=True)
+        with pytest.raises(UserError, match=why):
+            P.load_speaker_embedding(tmp_path / "bad.npy", 64)
+    with pytest.raises(UserError, match="does not exist"):
+        P.load_speaker_embedding(tmp_path / "none.npy", 64)
+
+
+def test_speaker_from_wav(synth, tmp_path):
+    import soundfile as sf
+
+    rng = np.random.default_rng(3)
+    sf.write(tmp_path / "ref.wav", 0.1 * rng.standard_normal(22050).astype(np.float32), 22050)
+    emb = P.speaker_from_wavs(synth.model, [str(tmp_path / "ref.wav")])
+    cfg = synth.model.config.conditioning
+    assert emb.shape == (cfg.num_latents, cfg.n_embd) and emb.dtype == np.float32
+    # the perceiver ends in an RMSNorm with unit gains: every latent has RMS 1
+    np.testing.assert_allclose(np.sqrt(np.mean(emb**2, axis=1)), 1.0, rtol=1e-4)
+    no_cond = dataclasses.replace(synth, model=eqx.tree_at(lambda m: m.conditioner, synth.model, None))
+    with pytest.raises(UserError, match="no conditioning encoder"):
+        P.speaker_from_wavs(no_cond.model, [str(tmp_path / "ref.wav")])

@@ -1,0 +1,47 @@
+"""Compute a speaker's conditioning latents from reference recordings.
+
+    python tools/speaker_embedding.py ref.wav [more.wav ...] --checkpoint runs/tts/tts.safetensors -o emb.npy
+
+writes float32 ``(num_latents, n_embd)`` -- (32, 1024) for XTTS-v2's size: the perceiver latents
+of the model's conditioning encoder, averaged over 4-second chunks of all references. Pass the
+file to tools/synthesize.py --speaker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+from xtts_jax.errors import UserError, run_cli  # noqa: E402
+
+
+@run_cli
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("wavs", nargs="+", help="reference recordings of one speaker")
+    ap.add_argument("--checkpoint", required=True, help="tts.safetensors with a conditioning encoder")
+    ap.add_argument("-o", "--output", required=True, help="the .npy to write")
+    args = ap.parse_args(argv)
+    if not Path(args.checkpoint).is_file():
+        raise UserError(f"TTS checkpoint {args.checkpoint} does not exist")
+    if not args.output.endswith(".npy"):
+        raise UserError(f"output {args.output} must end in .npy")
+
+    import numpy as np
+
+    from xtts_jax.inference.tts import load_tts, speaker_from_wavs
+
+    emb = speaker_from_wavs(load_tts(args.checkpoint), args.wavs)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.output, emb.astype(np.float32))
+    print(f"wrote {args.output}: {emb.shape[0]} x {emb.shape[1]} float32 latents from {len(args.wavs)} recording(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""Synthesis: text -> sentences -> text tokens -> audio tokens (one-jit sampler) -> waveform.
+
+The waveform comes through the decode interface (``inference/vocoder.py``): a HiFiGAN that reads
+GPT latents (XTTS-v2's decoder) gets the model's final-norm hidden states at the audio positions;
+a mel HiFiGAN or Griffin-Lim gets the DVAE decoder's mel of the audio tokens. Several texts and
+all their sentences are sampled together in one batch; each row stops on its own stop token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xtts_jax.errors import UserError
+from xtts_jax.inference.sampling import SamplingConfig, generate, sample_token
+from xtts_jax.inference.vocoder import Vocoder
+from xtts_jax.models.conditioning import condition_from_chunks, reference_chunks
+from xtts_jax.models.dvae import DVAE
+from xtts_jax.models.tts import TTS, TTSConfig, TTSDecoder
+from xtts_jax.text import tokenizer
+
+# XTTS-v2's inference defaults (repetition penalty over the generated audio tokens only)
+XTTS_SAMPLING = dict(temperature=0.75, top_k=50, top_p=0.85, repetition_penalty=10.0, penalize_prompt=False)
+
+
+def save_tts(model: TTS, path: str, metadata: dict | None = None) -> None:
+    """Weights as safetensors, the TTS config as JSON metadata under ``tts``."""
+    from xtts_jax.train.checkpoint import export_safetensors
+
+    export_safetensors(model, path, {"tts": model.config.to_dict(), **(metadata or {})})
+
+
+def load_tts(path: str | Path) -> TTS:
+    from xtts_jax.train.checkpoint import load_safetensors, read_safetensors_metadata
+
+    path = str(path)
+    if not Path(path).is_file():
+        raise UserError(f"TTS checkpoint {path} does not exist")
+    try:
+        meta = read_safetensors_metadata(path)
+    except Exception:
+        raise UserError(f"{path} is not a safetensors file") from None
+    if "tts" not in meta:
+        raise UserError(f"{path} holds no TTS config (metadata key 'tts')")
+    cfg = TTSConfig.from_dict(json.loads(meta["tts"]))
+    skeleton = eqx.filter_eval_shape(lambda: TTS(cfg, key=jax.random.key(0)))
+    skeleton = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype) if isinstance(s, jax.ShapeDtypeStruct) else s, skeleton)
+    return load_safetensors(skeleton, path)
+
+
+def random_tts(cfg: TTSConfig, seed: int = 0, std: float = 0.02) -> TTS:
+    """A TTS model with random weights drawn by numpy (norm gains 1, biases 0): for tests and
+    benchmarks on CPU, where JAX's op-by-op random init of every parameter compiles for seconds."""
+    from xtts_jax.train.checkpoint import path_name
+
+    rng = np.random.default_rng(seed)
+    shapes = eqx.filter_eval_shape(lambda: TTS(cfg, key=jax.random.key(0)))
+
+    def fill(path, s):
+        if not isinstance(s, jax.ShapeDtypeStruct):
+            return s
+        name = path_name(path)
+        if name.endswith("bias"):
+            return jnp.zeros(s.shape, s.dtype)
+        if s.ndim - ("blocks" in name) == 1:  # LayerNorm / GroupNorm / RMSNorm gains
+            return jnp.ones(s.shape, s.dtype)
+        return jnp.asarray(std * rng.standard_normal(s.shape, np.float32), s.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def check_speaker(emb: np.ndarray, n_embd: int, what: str = "speaker embedding") -> np.ndarray:
+    """``[K, n_embd]`` float32 from a ``(n_embd,)`` or ``(K, n_embd)`` float32 array, or a UserError."""
+    if emb.dtype != np.float32:
+        raise UserError(f"{what} must be float32, got {emb.dtype}")
+    if emb.ndim == 1:
+        emb = emb[None]
+    if emb.ndim != 2 or emb.shape[1] != n_embd or emb.shape[0] < 1:
+        raise UserError(f"{what} must have shape ({n_embd},) or (K, {n_embd}), got {emb.shape}")
+    if not np.all(np.isfinite(emb)):
+        raise UserError(f"{what} holds NaN or infinite values")
+    return emb
+
+
+def load_speaker_embedding(path: str | Path, n_embd: int) -> np.ndarray:
+    path = str(path)
+    if not Path(path).is_file():
+        raise UserError(f"speaker embedding {path} does not exist")
+    try:
+        emb = np.load(path, allow_pickle=False)
+    except ValueError:
+        raise UserError(f"{path} holds Python objects; a speaker embedding must be a float32 array") from None
+    except Exception:
+        raise UserError(f"{path} is not a .npy array") from None
+    if not isinstance(emb, np.ndarray):
+        raise UserError(f"{path} is an .npz archive; a speaker embedding must be one .npy array")
+    return check_speaker(emb, n_embd, f"speaker embedding {path}")
+
+
+def speaker_from_wavs(model: TTS, paths: Sequence[str]) -> np.ndarray:
+    """The ``[num_latents, n_embd]`` conditioning the model computes from reference recordings."""
+    from xtts_jax.audio.io import load_audio
+
+    if model.conditioner is None:
+        raise UserError("this checkpoint has no conditioning encoder; pass --speaker emb.npy instead")
+    waves = [load_audio(p) for p in paths]
+    chunks = reference_chunks(waves, model.conditioner.config)
+    return np.asarray(condition_from_chunks(model.conditioner, jnp.asarray(chunks)), np.float32)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of ``text``: cut after . ! ? ; (and runs of them) followed by white space."""
+    text = " ".join(text.split())
+    return [s.strip() for s in re.split(r"(?<=[.!?;])\s+", text) if s.strip()]
+
+
+def text_tokens(sentence: str, cfg: TTSConfig) -> list[int]:
+    """``[start, BPE..., stop]`` for one sentence, or a UserError if it cannot fit the text positions."""
+    ids = tokenizer.encode(sentence, allow_eot=False)
+    if any(i >= cfg.text_vocab_size for i in ids):
+        raise UserError(f"the text {sentence[:40]!r} has tokens outside this model's {cfg.text_vocab_size}-token vocabulary")
+    if len(ids) + 2 > cfg.text_positions:
+        raise UserError(f"a sentence of {len(ids)} tokens is longer than the model's {cfg.text_positions - 2}: "
+                        f"{sentence[:40]!r}...; add sentence punctuation")
+    return [cfg.text_start_token, *ids, cfg.text_stop_token]
+
+
+@eqx.filter_jit
+def _latents(model: TTS, cond, text, audio):
+    return model(cond, text, audio).latents
+
+
+@eqx.filter_jit
+def _dvae_mel(dvae: DVAE, codes):
+    return dvae.decode(codes)
+
+
+def _griffin_lim(mel: np.ndarray, vocoder: Vocoder) -> np.ndarray:
+    """Griffin-Lim with a fixed initial phase, so the same tokens give the same audio
+    (``audio.mel.griffin_lim`` starts from librosa's unseeded random phase)."""
+    import librosa
+
+    cfg = vocoder.mel
+    stft = librosa.feature.inverse.mel_to_stft(np.exp(mel), sr=cfg.sample_rate, n_fft=cfg.n_fft, power=2.0,
+                                               fmin=cfg.fmin, fmax=cfg.fmax, htk=cfg.htk, norm=cfg.norm)
+    wave = librosa.griffinlim(stft, n_iter=vocoder.n_iter, hop_length=cfg.hop_length, win_length=cfg.win_length,
+                              n_fft=cfg.n_fft, window="hann", center=True, pad_mode="reflect", random_state=0)
+    return wave.astype(np.float32)
+
+
+@dataclasses.dataclass
+class Synthesizer:
+    model: TTS
+    vocoder: Vocoder
+    dvae: DVAE | None = None
+    gap_seconds: float = 0.15  # silence between joined sentences
+
+    def __post_init__(self):
+        if self.vocoder.features == "mel" and self.dvae is None:
+            raise UserError("rendering through a mel decoder needs the DVAE (--dvae)")
+        if self.dvae is not None and self.dvae.cfg.num_tokens != self.model.config.num_audio_codes:
+            raise UserError(f"the DVAE has {self.dvae.cfg.num_tokens} codes, the TTS model {self.model.config.num_audio_codes}")
+
+    @property
+    def sample_rate(self) -> int:
+        return self.vocoder.sample_rate
+
+    def max_new_tokens(self, requested: int | None = None) -> int:
+        limit = self.model.config.audio_positions - 2  # start and stop take one position each
+        return limit if requested is None else min(requested, limit)
+
+    def codes(self, rows: Sequence[list[int]], conds: Sequence[np.ndarray], key, sampling: SamplingConfig) -> list[list[int]]:
+        """Audio codes for text-token rows, row i conditioned on ``conds[i]`` ``[K_i, C]``; one batch."""
+        cfg = self.model.config
+        table = np.concatenate(conds)
+        dec = TTSDecoder(self.model, jnp.asarray(table))
+        offsets = np.cumsum([0] + [len(c) for c in conds])
+        prompts = [dec.prompt(range(offsets[i], offsets[i + 1]), r) for i, r in enumerate(rows)]
+        sampling = dataclasses.replace(sampling, stop_token=cfg.audio_stop_token,
+                                       max_new_tokens=self.max_new_tokens(sampling.max_new_tokens))
+        max_positions = len(table) + cfg.text_positions + cfg.audio_positions
+        out = generate(dec, prompts, key, sampling, max_positions=max_positions, vocab_size=dec.prompt_vocab_size)
+        return [[t for t in row if t < cfg.num_audio_codes] for row in out]
+
+    def render(self, codes: list[int], cond: np.ndarray, text: list[int], speaker: np.ndarray | None = None) -> np.ndarray:
+        """Waveform of one sentence's audio codes."""
+        if not codes:
+            return np.zeros(0, np.float32)
+        if self.vocoder.features == "gpt_latents":
+            audio = jnp.asarray([self.model.config.audio_start_token, *codes], jnp.int32)
+            lat = np.asarray(_latents(self.model, jnp.asarray(cond), jnp.asarray(text, jnp.int32), audio))
+            return self.vocoder.decode(lat, speaker)
+        n = len(codes)
+        padded = np.zeros(-(-n // 16) * 16, np.int32)  # a few lengths, a few compiles
+        padded[:n] = codes
+        mel = np.asarray(_dvae_mel(self.dvae, jnp.asarray(padded)))[:, : n * self.dvae.cfg.downsample]
+        if self.dvae.cfg.mel_stats is not None:  # the decoders take the plain log-mel
+            mean, std = self.dvae.cfg.mel_stats.arrays()
+            mel = mel * std + mean
+        if self.vocoder.backend == "griffinlim":
+            return _griffin_lim(mel, self.vocoder)
+        return self.vocoder.decode(mel, speaker)
+
+    def synthesize(self, texts: Sequence[str], conds: Sequence[np.ndarray], key, sampling: SamplingConfig,
+                   batch_size: int = 8, speaker: np.ndarray | None = None) -> list[np.ndarray]:
+        """One waveform per text: its sentences sampled in batches of ``batch_size`` rows, joined."""
+        sentences = [(i, s) for i, t in enumerate(texts) for s in split_sentences(t)]
+        empty = [i for i, t in enumerate(texts) if not split_sentences(t)]
+        if empty:
+            raise UserError(f"text {empty[0] + 1} is empty")
+        rows = [text_tokens(s, self.model.config) for _, s in sentences]
+        row_conds = [conds[i] for i, _ in sentences]
+        codes = []
+        for b in range(0, len(rows), batch_size):
+            key, sub = jax.random.split(key)
+            codes += self.codes(rows[b:b + batch_size], row_conds[b:b + batch_size], sub, sampling)
+        gap = np.zeros(int(self.gap_seconds * self.sample_rate), np.float32)
+        waves: list[list[np.ndarray]] = [[] for _ in texts]
+        for (i, _), c, r, cond in zip(sentences, codes, rows, row_conds):
+            waves[i] += [gap] if waves[i] else []
+            waves[i].append(self.render(c, cond, r, speaker))
+        return [np.concatenate(w) for w in waves]
+
+    def stream(self, text: str, cond: np.ndarray, key, sampling: SamplingConfig, chunk_tokens: int = 16,
+               speaker: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """Audio pieces of one text as it is generated: after every ``chunk_tokens`` tokens, the
+        samples the codes so far newly cover (the whole sentence re-rendered, the new part cut)."""
+        sentences = split_sentences(text)
+        if not sentences:
+            raise UserError("the text is empty")
+        sampling = dataclasses.replace(sampling, max_new_tokens=self.max_new_tokens(sampling.max_new_tokens))
+        hop = self.sample_rate * 1024 // 22050  # samples per audio token (1,024 at 22,050 Hz)
+        for n, sentence in enumerate(sentences):
+            row = text_tokens(sentence, self.model.config)
+            key, sub = jax.random.split(key)
+            if n:
+                yield np.zeros(int(self.gap_seconds * self.sample_rate), np.float32)
+            emitted, codes = 0, []
+            for piece, done in stream_codes(self.model, cond, row, sub, sampling, chunk_tokens):
+                codes += piece
+                wave = self.render(codes, cond, row, speaker)
+                end = len(wave) if done else min(len(wave), max(0, (len(codes) - 1) * hop))
+                if end > emitted:
+                    yield wave[emitted:end]
+                    emitted = end
+
+
+@eqx.filter_jit
+def _decode_chunk(dec: TTSDecoder, state: dict, cfg: SamplingConfig, n: int):
+    """``n`` sampling steps of one row from a carried state (cache, logits, pos, seen, key, done)."""
+    stop = dec.model.config.audio_stop_token
+
+    def step(s, _):
+        key, sub = jax.random.split(s["key"])
+        token = jnp.where(s["done"], stop, sample_token(sub, s["logits"], s["seen"], cfg))
+        done = s["done"] | (token == stop)
+        cache, logits = dec.decode_step(s["cache"], token, s["pos"])
+        s = dict(cache=cache, logits=logits, pos=jnp.where(done, s["pos"], s["pos"] + 1),
+                 seen=s["seen"].at[token].max(~done), key=key, done=done)
+        return s, token
+
+    return jax.lax.scan(step, state, None, length=n)
+
+
+def stream_codes(model: TTS, cond: np.ndarray, text: list[int], key, sampling: SamplingConfig,
+                 chunk_tokens: int) -> Iterator[tuple[list[int], bool]]:
+    """Audio codes of one sentence, ``chunk_tokens`` at a time: yields (new codes, finished)."""
+    cfg = model.config
+    dec = TTSDecoder(model, jnp.asarray(cond))
+    prompt = jnp.asarray(dec.prompt(range(len(cond)), text), jnp.int32)
+    n_new = -(-sampling.max_new_tokens // chunk_tokens) * chunk_tokens
+    logits, cache = eqx.filter_jit(lambda d, p: d.prefill(p, p.shape[0] + n_new))(dec, prompt)
+    state = dict(cache=cache, logits=logits[-1], pos=jnp.int32(prompt.shape[0]),
+                 seen=jnp.zeros(cfg.audio_vocab_size, bool), key=key, done=jnp.bool_(False))
+    sampling = dataclasses.replace(sampling, stop_token=cfg.audio_stop_token)
+    produced = 0
+    while True:
+        state, tokens = _decode_chunk(dec, state, sampling, chunk_tokens)
+        tokens = [int(t) for t in np.asarray(tokens)][: max(0, sampling.max_new_tokens - produced)]
+        produced += chunk_tokens
+        done = bool(state["done"]) or produced >= sampling.max_new_tokens
+        keep = tokens[: tokens.index(cfg.audio_stop_token)] if cfg.audio_stop_token in tokens else tokens
+        yield [t for t in keep if t < cfg.num_audio_codes], done
+        if done:
+            return
