@@ -15,6 +15,7 @@ import pytest
 
 from _tiny import VOCAB, tiny_task, tiny_train_config, write_tokens
 from xtts_jax.errors import UserError
+from xtts_jax.inference.sampling import SamplingConfig, generate
 from xtts_jax.train.checkpoint import flatten
 from xtts_jax.train.data import TokenDataset
 from xtts_jax.train.lm import VocabMap, unigram_entropy
@@ -130,11 +131,11 @@ def test_fit_logs_metrics_eval_and_samples(tmp_path):
     cfg = tiny_train_config(str(tmp_path / "run"), steps=4, lr=3e-3, eval_every=2, eval_steps=2,
                             sample_every=4, ckpt_every=2, keep_last=1, peak_flops=1e12)
 
-    # The tiny task's ids are not GPT-2 text; sample from a token prompt and decode as ids.
+    # The tiny task's 96 ids are not a story vocabulary: sample from a token prompt, show the ids.
     class Task(type(task)):
         def sample(self, model, key):
-            from xtts_jax.train.lm import generate
-            return [" ".join(map(str, np.asarray(generate(model, jnp.arange(4, dtype=jnp.int32), 12, 0.0, key))))]
+            cfg = SamplingConfig(temperature=0.0, max_new_tokens=8)
+            return [" ".join(map(str, [0, 1, 2, 3] + generate(model, [[0, 1, 2, 3]], key, cfg)[0]))]
 
     trainer = Trainer(Task(task.config), cfg, train_data=lambda s: data.batch(0, s, cfg.batch_size),
                       eval_data=lambda i: data.batch(1, i, cfg.batch_size))

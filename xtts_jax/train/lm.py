@@ -8,16 +8,16 @@ GPT-2 ids into a compact vocabulary, so a CPU demo does not pay for a 50,257-way
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 from typing import Any, Sequence
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from xtts_jax.errors import UserError
 from xtts_jax.models import gpt as gpt_lib
 from xtts_jax.models.gpt import GPT, GPTConfig
 
@@ -41,10 +41,25 @@ class VocabMap:
     def size(self) -> int:
         return len(self.ids)
 
-    def to_compact(self, tokens: np.ndarray) -> np.ndarray:
-        table = np.zeros(max(self.ids) + 1, np.int32)
+    @functools.cached_property
+    def _table(self) -> np.ndarray:
+        table = np.full(max(self.ids) + 1, -1, np.int32)
         table[np.asarray(self.ids)] = np.arange(self.size, dtype=np.int32)
-        return table[tokens]
+        return table
+
+    def to_compact(self, tokens: np.ndarray, drop_unknown: bool = False) -> np.ndarray:
+        """Compact ids of GPT-2 ``tokens``; an id outside the vocabulary is a UserError (or dropped,
+        for a 1-D prompt, with ``drop_unknown``)."""
+        tokens = np.asarray(tokens)
+        table = self._table
+        inside = tokens < len(table)
+        out = np.where(inside, table[np.where(inside, tokens, 0)], -1)
+        if (out < 0).any():
+            if drop_unknown and out.ndim == 1:
+                return out[out >= 0]
+            bad = int(tokens[out < 0].flat[0])
+            raise UserError(f"token id {bad} does not occur in the corpus this model's vocabulary was built from")
+        return out
 
     def to_gpt2(self, tokens: np.ndarray) -> np.ndarray:
         return np.asarray(self.ids, np.int64)[np.asarray(tokens)]
@@ -62,6 +77,7 @@ class LMTask:
 
     config: GPTConfig
     vocab: VocabMap | None = None
+    prompts: tuple[str, ...] = ("Once upon a time",)  # what ``sample`` continues
 
     def init_model(self, key: PRNGKeyArray) -> GPT:
         return GPT(self.config, key=key)
@@ -84,20 +100,21 @@ class LMTask:
         return float(self.config.flops_per_token(seq_len))
 
     def to_dict(self) -> dict:
-        return {"gpt": self.config.to_dict(),
+        return {"gpt": self.config.to_dict(), "prompts": list(self.prompts),
                 "vocab_ids": None if self.vocab is None else list(self.vocab.ids)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "LMTask":
         cfg = GPTConfig.from_dict(d["gpt"])
-        return cls(cfg, None if d.get("vocab_ids") is None else VocabMap(tuple(d["vocab_ids"])))
+        vocab = None if d.get("vocab_ids") is None else VocabMap(tuple(d["vocab_ids"]))
+        return cls(cfg, vocab, tuple(d.get("prompts", cls.prompts)))
 
     # --- samples -------------------------------------------------------------------------
     def encode(self, text: str) -> np.ndarray:
         from xtts_jax.text.tokenizer import encode
 
         ids = np.asarray(encode(text), np.int64)
-        return ids if self.vocab is None else self.vocab.to_compact(ids)
+        return ids if self.vocab is None else self.vocab.to_compact(ids, drop_unknown=True)
 
     def decode(self, ids: Sequence[int]) -> str:
         from xtts_jax.text.tokenizer import decode
@@ -105,52 +122,23 @@ class LMTask:
         ids = np.asarray(ids)
         return decode([int(i) for i in (ids if self.vocab is None else self.vocab.to_gpt2(ids))])
 
-    def sample(self, model: GPT, key: PRNGKeyArray, prompts: Sequence[str] = ("Once upon a time",),
-               max_new_tokens: int = 48, temperature: float = 0.8) -> list[str]:
-        """Continue each prompt; stops at ``<|endoftext|>``. Returns prompt + continuation texts."""
-        out = []
-        for i, prompt in enumerate(prompts):
-            ids = self.encode(prompt)
-            total = min(len(ids) + max_new_tokens, self.config.block_size)
-            tokens = generate(model, jnp.asarray(ids, jnp.int32), total, temperature,
-                              jax.random.fold_in(key, i))
-            new = list(np.asarray(tokens)[len(ids):total])
-            eot = self._eot_id()
-            if eot in new:
-                new = new[: new.index(eot)]
-            out.append(prompt + self.decode(new))
-        return out
+    def sample(self, model: GPT, key: PRNGKeyArray, prompts: Sequence[str] | None = None,
+               max_new_tokens: int = 64, temperature: float = 0.8, top_k: int = 40) -> list[str]:
+        """Continue each prompt with the KV-cache sampler (one jit for the batch); stops at
+        ``<|endoftext|>``. Returns prompt + continuation texts."""
+        from xtts_jax.inference.sampling import SamplingConfig, generate
 
-    def _eot_id(self) -> int:
+        prompts = list(self.prompts if prompts is None else prompts)
+        ids = [self.encode(p) for p in prompts]
+        room = self.config.block_size - max(len(i) for i in ids)
+        cfg = SamplingConfig(temperature=temperature, top_k=min(top_k, self.config.vocab_size),
+                             max_new_tokens=max(1, min(max_new_tokens, room)), stop_token=self._eot_id())
+        new = generate(model, [list(map(int, i)) for i in ids], key, cfg)
+        return [p + self.decode(n) for p, n in zip(prompts, new)]
+
+    def _eot_id(self) -> int | None:
         from xtts_jax.text.tokenizer import EOT_ID
 
         if self.vocab is None:
             return EOT_ID
-        return self.vocab.ids.index(EOT_ID) if EOT_ID in self.vocab.ids else -1
-
-
-@eqx.filter_jit
-def generate(model: GPT, prompt: Int[Array, " P"], total: int, temperature: float,
-             key: PRNGKeyArray) -> Int[Array, " total"]:
-    """Sample up to ``total`` tokens by recomputing the forward pass on a fixed-length buffer.
-
-    Causal attention makes the padding after position t irrelevant to the logits at t, so one
-    buffer shape serves every step and the whole loop compiles once (temperature 0: greedy).
-    """
-    buf = jnp.zeros((total,), jnp.int32).at[: prompt.shape[0]].set(prompt)
-
-    def body(t, carry):
-        buf, key = carry
-        key, sub = jax.random.split(key)
-        logits = model(buf)[t - 1]
-        greedy = jnp.argmax(logits)
-        sampled = jax.random.categorical(sub, logits / jnp.maximum(temperature, 1e-6))
-        nxt = jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
-        return buf.at[t].set(nxt), key
-
-    buf, _ = jax.lax.fori_loop(prompt.shape[0], total, body, (buf, key))
-    return buf
-
-
-def task_json(task: LMTask) -> str:
-    return json.dumps(task.to_dict())
+        return self.vocab.ids.index(EOT_ID) if EOT_ID in self.vocab.ids else None

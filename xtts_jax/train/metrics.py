@@ -100,3 +100,14 @@ class MetricsLogger:
 def read_jsonl(path: str) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+# Dense bf16 peaks from the vendors' data sheets (FLOP/s per device), for MFU as nanoGPT reports
+# it (its A100 figure is 312e12). Other devices: pass --peak_flops.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 70e12}
+
+
+def peak_flops_for(device) -> float:
+    """Peak bf16 FLOP/s of ``device`` when its kind is in PEAK_FLOPS, else 0 (MFU not reported)."""
+    kind = getattr(device, "device_kind", "")
+    return next((v for k, v in PEAK_FLOPS.items() if k in kind), 0.0)

@@ -176,46 +176,85 @@ class Trainer:
             with open(os.path.join(cfg.out_dir, "config.json"), "w") as f:
                 json.dump(self.config_dict(), f, indent=2)
         log = MetricsLogger(cfg.out_dir, cfg.steps, step, show_progress=show_progress)
-        flops = getattr(self.task, "flops_per_token", None)
-        # Host batches (and their copy to devices) are made in a thread, two steps ahead.
-        pending, val_loss, samples, t_last = [], None, [], time.perf_counter()
+        self._pending, self._t_last, self._val_loss, self._samples = [], time.perf_counter(), None, []
+        # Host batches (and their copy to the devices) are made in a thread, two steps ahead.
         make_batch = lambda s: shd.global_batch(self.train_data(s), self.mesh)  # noqa: E731
         with Prefetcher(make_batch, step, cfg.steps) as batches:
             for step, batch in batches:
                 state, metrics = self.train_step(state, batch)
-                step += 1
-                pending.append(metrics)
-                if step % cfg.log_every == 0 or step == cfg.steps:
-                    values = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
-                    now = time.perf_counter()
-                    tokens = len(pending) * cfg.batch_size * (batch.shape[-1] - 1)
-                    values["tokens_per_s"] = tokens / (now - t_last)
-                    if flops and cfg.peak_flops > 0:
-                        values["mfu"] = (flops(batch.shape[-1] - 1) * values["tokens_per_s"]
-                                         / (cfg.peak_flops * jax.device_count()))
-                    log.log(step, values)
-                    self.history.append({"step": step, **values})
-                    pending, t_last = [], now
-                evaluated = None
-                if self.eval_data is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
-                    evaluated = val_loss = self.evaluate(state["params"])
-                    log.log(step, {"val_loss": val_loss}, kind="eval")
-                if cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
-                    samples = self.samples(state["params"], step)
-                    for text in samples:
-                        log.write(f"[step {step}] {text}")
-                    log.log(step, {"samples": samples}, kind="samples")
-                if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps:
-                    meta = dict(self.config_dict(), data_position=step, data_seed=cfg.seed)
-                    self.ckpt.save(step, state, meta, val_loss=evaluated)
-                    if self.on_checkpoint is not None:
-                        self.ckpt.wait()
-                        self.on_checkpoint(step)
-                log.progress(step)
-                if not pending:  # eval, samples and saves do not count against tokens/s
-                    t_last = time.perf_counter()
+                self._pending.append(metrics)  # stays on device: no sync until the next log
+                self._after_step(step + 1, state, batch.shape, log)
         self.ckpt.wait()
         export_safetensors(self.model(state["params"]), os.path.join(cfg.out_dir, "model.safetensors"),
                            {"config": self.config_dict()})
         log.close()
-        return {"state": state, "val_loss": val_loss, "history": self.history, "samples": samples}
+        return {"state": state, "val_loss": self._val_loss, "history": self.history, "samples": self._samples}
+
+    def _due(self, step: int, every: int) -> bool:
+        return bool(every) and (step % every == 0 or step == self.cfg.steps)
+
+    def _after_step(self, step: int, state: dict, batch_shape: tuple, log: MetricsLogger) -> None:
+        """Logging, eval, samples and checkpoints that fall on ``step`` (the count of steps done)."""
+        cfg = self.cfg
+        if self._due(step, cfg.log_every):
+            pending = jax.device_get(self._pending)  # the one host sync per log_every steps
+            values = {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
+            now = time.perf_counter()
+            seq_len = batch_shape[-1] - 1 if len(batch_shape) == 2 else batch_shape[-1]
+            values["tokens_per_s"] = len(pending) * cfg.batch_size * seq_len / (now - self._t_last)
+            flops = getattr(self.task, "flops_per_token", None)
+            if flops and cfg.peak_flops > 0:
+                values["mfu"] = flops(seq_len) * values["tokens_per_s"] / (cfg.peak_flops * jax.device_count())
+            log.log(step, values)
+            self.history.append({"step": step, **values})
+            self._pending = []
+        evaluated = None
+        if self.eval_data is not None and self._due(step, cfg.eval_every):
+            evaluated = self._val_loss = self.evaluate(state["params"])
+            log.log(step, {"val_loss": evaluated}, kind="eval")
+        if self._due(step, cfg.sample_every):
+            self._samples = self.samples(state["params"], step)
+            for text in self._samples:
+                log.write(f"[step {step}] {text}")
+            log.log(step, {"samples": self._samples}, kind="samples")
+        if self._due(step, cfg.ckpt_every) or step == cfg.steps:
+            meta = dict(self.config_dict(), data_position=step, data_seed=cfg.seed)
+            self.ckpt.save(step, state, meta, val_loss=evaluated)
+            if self.on_checkpoint is not None:
+                self.ckpt.wait()
+                self.on_checkpoint(step)
+        log.progress(step)
+        if not self._pending:  # eval, samples and saves do not count against tokens/s
+            self._t_last = time.perf_counter()
+
+
+# --- configs from the command line: --steps 100, --model.n_layer 6, --mesh.fsdp 4 ---------------
+def add_config_args(parser, base: Any, prefix: str = "") -> None:
+    """One flag per field of the dataclass instance ``base`` (``--{prefix}{field}``); unset flags
+    keep ``base``'s value. Types follow the default values (tuples take several values)."""
+    group = parser.add_argument_group(f"{prefix.rstrip('.') or 'train'} config")
+    for f in dataclasses.fields(base):
+        value = getattr(base, f.name)
+        kind = type(value) if value is not None else str
+        opts = dict(dest=prefix + f.name, default=None, help=f"default {value!r}")
+        if kind is bool:
+            opts["type"] = lambda s: {"true": True, "1": True, "false": False, "0": False}[s.lower()]
+        elif kind is tuple:
+            opts.update(type=type(value[0]), nargs=len(value))
+        else:
+            opts["type"] = kind
+        group.add_argument(f"--{prefix}{f.name}", **opts)
+
+
+def config_from_args(args: Any, base: Any, prefix: str = "", overrides: dict | None = None) -> Any:
+    """``base`` with the fields from ``overrides`` (a JSON config's section), then set flags."""
+    names = {f.name for f in dataclasses.fields(base)}
+    unknown = set(overrides or {}) - names
+    if unknown:
+        raise UserError(f"unknown {prefix.rstrip('.') or 'train'} config field(s): {', '.join(sorted(unknown))}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in (overrides or {}).items()}
+    for name in names:
+        flag = getattr(args, prefix + name, None)
+        if flag is not None:
+            values[name] = tuple(flag) if isinstance(flag, list) else flag
+    return dataclasses.replace(base, **values)
