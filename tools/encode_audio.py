@@ -20,14 +20,10 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
-
-from xtts_jax.audio.datasets import SKIP_REASONS, load_dataset  # noqa: E402
-from xtts_jax.audio.io import load_audio  # noqa: E402
-from xtts_jax.errors import UserError, run_cli  # noqa: E402
-from xtts_jax.models.dvae import DVAE, dvae_mel, load_dvae  # noqa: E402
+from xtts_jax.audio.datasets import SKIP_REASONS, load_dataset
+from xtts_jax.audio.io import load_audio
+from xtts_jax.errors import UserError, run_cli
+from xtts_jax.models.dvae import DVAE, dvae_mel, load_dvae
 
 BUCKET_TOKENS = 16  # inputs are padded to a multiple of this many tokens: few shapes, few compiles
 
