@@ -87,7 +87,7 @@ def test_greedy_cached_decode_equals_full_recompute(model, conds):
     for cond, text, row in zip(conds, TEXTS, rows):
         audio = np.zeros(11, np.int32)  # padded at the end: causal, one compile per row
         audio[0], audio[1:] = START, row
-        logits = np.asarray(_forward(model, cond, jnp.array(text), jnp.array(audio)).audio_logits)
+        logits = np.array(_forward(model, cond, jnp.array(text), jnp.array(audio)).audio_logits)
         logits[:, START] = -np.inf  # the decoder never draws the start token
         assert logits[:10].argmax(-1).tolist() == row
 
