@@ -96,11 +96,30 @@ class WaveSegments:
         return out
 
 
-def load_waves(manifest: Path, sample_rate: int, limit: int | None, seed: int) -> list[np.ndarray]:
-    utts, report = load_dataset(manifest)
-    if not utts:
-        raise UserError(f"no usable utterances in {manifest} (skipped: {report['skipped']}).")
-    if limit is not None and limit < len(utts):  # a seeded subset, not just the first speaker
+def load_splits(data: Path, eval_data: Path | None, seed: int) -> tuple[list, list]:
+    """Training and held-out utterances: a corpus folder's ``train.jsonl`` / ``eval.jsonl``, or
+    any dataset (LJSpeech, LibriTTS, VCTK, a manifest) with a seeded 2% held out of it."""
+    if data.is_dir() and (data / "train.jsonl").is_file():
+        train, _ = load_dataset(data / "train.jsonl")
+        eval_data = eval_data or data / "eval.jsonl"
+    else:
+        train, _ = load_dataset(data)
+    if eval_data is not None:
+        held, _ = load_dataset(eval_data)
+    else:
+        order = np.random.default_rng(seed).permutation(len(train))
+        n_held = max(1, len(train) // 50)
+        held = [train[i] for i in sorted(order[:n_held])]
+        train = [train[i] for i in sorted(order[n_held:])]
+    for name, utts in (("training", train), ("held-out", held)):
+        if not utts:
+            raise UserError(f"no usable {name} utterances in {eval_data if name == 'held-out' else data}.")
+    return train, held
+
+
+def load_waves(utts: list, sample_rate: int, limit: int | None, seed: int) -> list[np.ndarray]:
+    """Decoded audio of ``utts``, or of a seeded subset of ``limit`` (not just the first speaker)."""
+    if limit is not None and limit < len(utts):
         idx = np.random.default_rng(seed).choice(len(utts), limit, replace=False)
         utts = [utts[i] for i in sorted(idx)]
     return [load_audio(u.audio_path, sample_rate) for u in utts]
@@ -141,17 +160,14 @@ def write_listening_samples(model: DVAE, wave: np.ndarray, out_dir: str, n_iter:
     return out
 
 
-def _manifest(data: Path, name: str) -> Path:
-    return data / name if data.is_dir() else data
-
-
 @run_cli
 def main(argv: list[str] | None = None) -> int:
     from xtts_jax.train.trainer import Trainer
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, required=True, help="corpus dir (train.jsonl, eval.jsonl) or a manifest")
-    ap.add_argument("--eval-data", type=Path, help="held-out manifest (default: DATA/eval.jsonl)")
+    ap.add_argument("--data", type=Path, required=True,
+                    help="corpus dir (train.jsonl, eval.jsonl), a manifest, or an LJSpeech/LibriTTS/VCTK folder")
+    ap.add_argument("--eval-data", type=Path, help="held-out manifest (default: DATA/eval.jsonl, else 2%% of DATA)")
     ap.add_argument("--eval-voices-data", type=Path,
                     help="held-out voices, scored at the end (default: DATA/eval_voices.jsonl when present)")
     ap.add_argument("--out", default="runs/dvae")
@@ -172,9 +188,9 @@ def main(argv: list[str] | None = None) -> int:
 
     base = PRESETS[args.preset]
     segment = args.segment_tokens * base.mel.hop_length * base.downsample
-    train = load_waves(_manifest(args.data, "train.jsonl"), base.mel.sample_rate, args.max_utterances, args.seed)
-    held = load_waves(args.eval_data or _manifest(args.data, "eval.jsonl"), base.mel.sample_rate,
-                      args.eval_utterances, args.seed + 1)
+    train_utts, held_utts = load_splits(args.data, args.eval_data, args.seed)
+    train = load_waves(train_utts, base.mel.sample_rate, args.max_utterances, args.seed)
+    held = load_waves(held_utts, base.mel.sample_rate, args.eval_utterances, args.seed + 1)
     stats = compute_mel_stats(log_mel(w, base.mel) for w in train[: args.stats_utterances])
     task = DVAETask(dataclasses.replace(base, mel_stats=stats))
     # As Tortoise's DVAE training: AdamW, lr 3e-4, weight decay 0.01; short warmup, cosine to lr/10.
@@ -193,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     voices = args.eval_voices_data or (args.data / "eval_voices.jsonl" if args.data.is_dir() else None)
     if voices is not None and voices.is_file():
         scores["heldout_voices"] = corpus_metrics(
-            model, load_waves(voices, base.mel.sample_rate, args.eval_utterances, args.seed + 2))
+            model, load_waves(load_dataset(voices)[0], base.mel.sample_rate, args.eval_utterances, args.seed + 2))
     scores["samples"] = write_listening_samples(model, held[0], os.path.join(args.out, "samples"))
     with open(os.path.join(args.out, "heldout.json"), "w") as f:
         json.dump(scores, f, indent=2)

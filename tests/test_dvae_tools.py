@@ -124,3 +124,19 @@ def test_train_step_moves_codebook_by_ema_not_by_optimizer(tiny_model):
     assert int(new["step"]) == 1
     loss, ev = jax.jit(lambda p, b: task.loss(eqx.combine(p, static), b, None))(new["params"], batch)
     assert float(loss) == pytest.approx(float(ev["loss"])) and float(loss) > 0
+
+
+def test_load_splits_uses_corpus_files_or_holds_out_two_percent(tmp_path):
+    sf.write(tmp_path / "a.wav", _wave(0.6, 300, 6), 22050)
+    utts = [Utterance(tmp_path / "a.wav", f"line {i}", f"s{i % 3}") for i in range(100)]
+    manifest = write_manifest(utts, tmp_path / "all.jsonl")
+    train, held = train_dvae.load_splits(manifest, None, seed=0)
+    assert len(held) == 2 and len(train) == 98 and not {u.text for u in held} & {u.text for u in train}
+    assert (train, held) == train_dvae.load_splits(manifest, None, seed=0)
+    corpus = tmp_path / "corpus"
+    write_manifest(utts[:5], corpus / "train.jsonl")
+    write_manifest(utts[5:7], corpus / "eval.jsonl")
+    train, held = train_dvae.load_splits(corpus, None, seed=0)
+    assert [u.text for u in held] == ["line 5", "line 6"] and len(train) == 5
+    with pytest.raises(UserError, match="no usable held-out"):
+        train_dvae.load_splits(corpus, write_manifest([], tmp_path / "empty.jsonl"), seed=0)

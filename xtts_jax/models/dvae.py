@@ -38,9 +38,9 @@ class DVAEConfig:
     kernel_size: int = 3
     ema_decay: float = 0.99  # as Tortoise's Quantize
     eps: float = 1e-5
-    commitment_weight: float = 0.25  # as VQ-VAE's beta and Tortoise's DVAE
+    commitment_weight: float = 0.25  # VQ-VAE paper beta
     dead_code_threshold: float = 0.03  # EMA count below which a code is restarted from the data
-    recon_loss: str = "mse"  # Tortoise trains with MSE; "l1" also allowed
+    recon_loss: str = "mse"  # Tortoise DiscreteVAE default (MSE); "l1" also allowed
     mel: MelConfig = MelConfig()
     mel_stats: MelStats | None = None  # per-channel normalisation the model was trained with
 
