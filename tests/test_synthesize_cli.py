@@ -1,0 +1,87 @@
+"""tools/synthesize.py and tools/speaker_embedding.py end to end on a tiny random checkpoint."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile as sf
+
+from xtts_jax.inference.tts import random_tts, save_tts
+from xtts_jax.models.dvae import DVAE, PRESETS, save_dvae
+from xtts_jax.models.tts import get_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def random_dvae(seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = eqx.filter_eval_shape(lambda: DVAE(PRESETS["tiny"], jax.random.key(0)))
+    return jax.tree.map(lambda s: jnp.asarray(0.05 * rng.standard_normal(s.shape, np.float32))
+                        if isinstance(s, jax.ShapeDtypeStruct) else s, shapes)
+
+
+def run(tool, *args, stdin=None):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, str(ROOT / "tools" / tool), *map(str, args)], input=stdin,
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tts")
+    save_tts(random_tts(get_config("tiny"), seed=1, std=0.08), str(d / "tts.safetensors"))
+    save_dvae(random_dvae(), str(d / "dvae.safetensors"))  # found beside the checkpoint
+    rng = np.random.default_rng(0)
+    sf.write(d / "ref.wav", 0.1 * rng.standard_normal(30000).astype(np.float32), 22050)
+    return d
+
+
+def test_speaker_embedding_then_synthesize_from_stdin(ckpt):
+    r = run("speaker_embedding.py", ckpt / "ref.wav", "--checkpoint", ckpt / "tts.safetensors", "-o", ckpt / "emb.npy")
+    assert r.returncode == 0, r.stderr
+    emb = np.load(ckpt / "emb.npy")
+    assert emb.shape == (8, 64) and emb.dtype == np.float32
+
+    out = ckpt / "out.wav"
+    r = run("synthesize.py", "--checkpoint", ckpt / "tts.safetensors", "--speaker", ckpt / "emb.npy",
+            "--max-new-tokens", 8, "--seed", 3, "-o", out, stdin="Hello there. See you soon!\n")
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"([\d.]+) s of audio in ([\d.]+) s \(real-time factor ([\d.]+)\)", r.stdout)
+    assert m, r.stdout
+    wave, sr = sf.read(out)
+    assert sr == 22050 and 0 < len(wave) and abs(len(wave) / sr - float(m.group(1))) < 0.01
+    # two sentences of at most 8 tokens (1,024 samples each) and the gap between them
+    assert len(wave) <= 2 * 8 * 1024 + int(0.15 * sr)
+
+
+@pytest.mark.parametrize("case", ["empty text", "missing checkpoint", "bad shape", "object array", "bad wav"])
+def test_bad_input_is_one_line_exit_2(ckpt, case):
+    base = ["--checkpoint", ckpt / "tts.safetensors", "-o", ckpt / "x.wav", "--text", "Hi."]
+    if case == "empty text":
+        args, want = [*base[:-1], "   "], "text is empty"
+    elif case == "missing checkpoint":
+        args, want = ["--checkpoint", ckpt / "none.safetensors", "-o", ckpt / "x.wav", "--text", "Hi."], "does not exist"
+    elif case == "bad shape":
+        np.save(ckpt / "bad.npy", np.ones((2, 3), np.float32))
+        args, want = base, r"shape \(64,\) or \(K, 64\)"
+    elif case == "object array":
+        np.save(ckpt / "bad.npy", np.array([None, 1], dtype=object), allow_pickle=True)
+        args, want = base, "Python objects"
+    else:
+        (ckpt / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
+        args, want = [*base, "--speaker-wav", ckpt / "broken.wav"], "cannot read audio"
+    if case in ("bad shape", "object array"):
+        args = [*args, "--speaker", ckpt / "bad.npy"]
+    elif case != "bad wav":
+        args = [*args, "--speaker", ckpt / "emb_missing.npy"]
+    r = run("synthesize.py", *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and re.search(want, lines[0]), r.stderr
