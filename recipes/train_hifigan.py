@@ -124,7 +124,7 @@ class HifiganTask:
         g_params = optax.apply_updates(params.generator, g_updates)
         new = {"params": HifiganGAN(g_params, d_params), "step": state["step"] + 1, "key": state["key"],
                "opt_state": {"generator": g_opt, "discriminators": d_opt}}
-        return new, dict(metrics, loss=loss_g, loss_d=loss_d, grad_norm_g=optax.global_norm(g_grads))
+        return new, dict(metrics, loss=loss_g, loss_d=loss_d, grad_norm_g=optax.tree.norm(g_grads))
 
     def loss(self, model: HifiganGAN, batch: jax.Array, key) -> tuple[jax.Array, dict]:
         """Eval: mel L1 (the vocoder's own mel config) between held-out audio and its re-synthesis."""

@@ -276,10 +276,13 @@ def interpolate_linear(x: Float[Array, "c t"], scale: float) -> Float[Array, "c 
     """``torch.nn.functional.interpolate(mode="linear", scale_factor=scale)`` (align_corners False).
 
     As torch: output length ``floor(t * scale)``; source position ``(i + 0.5) / scale - 0.5``,
-    clamped at 0, using the given scale rather than the length ratio.
+    clamped at 0, using the given scale rather than the length ratio; and when the length does
+    not change, torch copies the input unchanged whatever the scale (its same-size shortcut).
     """
     t = x.shape[-1]
     t_out = int(math.floor(t * scale))
+    if t_out == t:
+        return x
     src = np.maximum((np.arange(t_out) + 0.5) / scale - 0.5, 0.0)
     i0 = np.floor(src).astype(np.int64)
     frac = (src - i0).astype(np.float32)

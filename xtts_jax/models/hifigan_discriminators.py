@@ -72,7 +72,7 @@ class PeriodDiscriminator(eqx.Module):
             fmaps.append(x)
         x = jax.vmap(self.conv_post)(x)
         fmaps.append(x)
-        return x.reshape(-1), fmaps
+        return jnp.moveaxis(x, 0, -1).reshape(-1), fmaps  # torch's flatten order: time, then column
 
 
 def spectral_normalised(w: Array, n_iter: int = 4) -> Array:
