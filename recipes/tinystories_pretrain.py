@@ -150,7 +150,7 @@ def main(argv=None) -> int:
         val = trainer.evaluate(result["state"]["params"])
     print(f"done in {time.time() - t0:.0f} s: validation loss {val:.3f} nats vs unigram entropy "
           f"{entropy:.3f} nats ({'below' if val < entropy else 'NOT below'} by {entropy - val:.3f})")
-    print(f"checkpoints in {trainer.ckpt.directory}, weights in {os.path.join(out, 'model.safetensors')}")
+    print(f"checkpoints in {trainer.ckpt.directory}, weights in {os.path.abspath(os.path.join(out, 'model.safetensors'))}")
     for text in result["samples"]:
         print("---\n" + text)
     return 0

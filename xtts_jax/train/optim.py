@@ -35,7 +35,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 disables clipping
     eval_every: int = 250
     eval_steps: int = 20
-    ckpt_every: int = 500
+    ckpt_every: int = 500  # and always after the last step
     keep_last: int = 2
     log_every: int = 10
     sample_every: int = 0  # text samples every N steps and at the end; 0: none
