@@ -83,6 +83,30 @@ def test_gpt_logical_axes_cover_every_parameter():
     assert got[".transformer.blocks.ln_1.weight"] == P(None, "fsdp")
 
 
+def test_optimizer_state_follows_its_parameter():
+    """Adam moments take their parameter's sharding, also for per-module optimizers (GAN tasks)."""
+    import optax
+
+    mesh = abstract_mesh(1, 4, 1)
+    f32 = lambda *shape: jax.ShapeDtypeStruct(shape, np.float32)  # noqa: E731
+    # Same names and shapes in both halves, split differently: only the keys above tell them apart.
+    params = {"generator": {"conv": {"weight": f32(8, 8)}, "bias": f32(3)},
+              "disc": {"conv": {"weight": f32(8, 8)}}}
+    logical = {"generator": {"conv": {"weight": P("embed", None)}, "bias": P(None)},
+               "disc": {"conv": {"weight": P(None, "embed")}}}
+    shardings = shd.param_shardings(params, mesh, logical)
+    opt_state = {k: jax.eval_shape(optax.adam(1e-3).init, v) for k, v in params.items()}
+    state = {"params": params, "opt_state": opt_state, "step": jax.ShapeDtypeStruct((), np.int32)}
+    got = {jax.tree_util.keystr(p): s.spec for p, s in
+           jax.tree_util.tree_flatten_with_path(shd.state_shardings(state, params, shardings, mesh))[0]}
+    assert got["['params']['generator']['conv']['weight']"] == P("fsdp", None)
+    assert got["['params']['disc']['conv']['weight']"] == P(None, "fsdp")
+    assert got["['opt_state']['generator'][0].mu['conv']['weight']"] == P("fsdp", None)
+    assert got["['opt_state']['disc'][0].nu['conv']['weight']"] == P(None, "fsdp")
+    assert got["['opt_state']['generator'][0].count"] == P() and got["['step']"] == P()
+    assert got["['opt_state']['generator'][0].mu['bias']"] == P(None)
+
+
 def test_check_batch():
     mesh = abstract_mesh(2, 4, 1)
     shd.check_batch(16, mesh, grad_accum=2)

@@ -159,3 +159,30 @@ def test_fit_logs_metrics_eval_and_samples(tmp_path):
     assert len(samples[0]["samples"][0].split()) == 12
     best = min(evals, key=lambda r: r["val_loss"])["step"]
     assert trainer.ckpt.steps() == sorted({best, 4}) and trainer.ckpt.best_step() == best  # last and best
+
+
+def test_recipe_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "recipes", "tinystories_pretrain.py")
+    spec = importlib.util.spec_from_file_location("tinystories_pretrain", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "train.bin").write_bytes(b"")
+    (empty / "val.bin").write_bytes(b"")
+    cases = {
+        ("--data", str(tmp_path / "missing")): "has no train.bin",
+        ("--preset", "gpt2"): "the gpt2 preset needs --data",
+        ("--data", str(empty)): f"token file {empty / 'train.bin'} is empty",
+        ("--batch_size", "0"): "TrainConfig.batch_size = 0 is out of range",
+        ("--config", str(tmp_path / "nope.json")): "cannot read config file",
+    }
+    for argv, message in cases.items():
+        with pytest.raises(SystemExit) as exit_info:
+            recipe.main(list(argv) + ["--out", str(tmp_path / "run")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1, (argv, err)
+        assert err[0].startswith("error: ") and message in err[0], (argv, err)

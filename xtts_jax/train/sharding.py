@@ -131,21 +131,30 @@ def logical_specs_for(model: eqx.Module, logical_axes_fn: Callable | None) -> An
 def state_shardings(state: Any, params: Any, p_shardings: Any, mesh: Mesh) -> Any:
     """Shardings for a whole train state: every optimizer moment takes its parameter's sharding.
 
-    optax states (Adam's mu and nu) are trees shaped like the parameters; any array whose tree
-    path ends with a parameter's path and has that parameter's shape gets that sharding; the rest
-    (counters, PRNG keys) is replicated.
+    optax states (Adam's mu and nu) hold trees shaped like the parameters, or like a part of them
+    (a GAN task's generator); an array whose path ends with the path, or the tail of the path, of
+    exactly one parameter of its shape gets that parameter's sharding (ties are broken by the keys
+    above the tail: ``opt_state.generator...`` belongs to ``params.generator``). The rest
+    (counters, PRNG keys, leaves still ambiguous) is replicated.
     """
-    by_path = {}
-    for path, s in jax.tree_util.tree_flatten_with_path(p_shardings)[0]:
-        by_path[path] = s
-    shapes = {path: x.shape for path, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+    by_suffix: dict[tuple, list] = {}
+    p_leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    s_leaves = jax.tree_util.tree_leaves(p_shardings)
+    for (path, x), sharding in zip(p_leaves, s_leaves):
+        for n in range(len(path)):
+            by_suffix.setdefault(tuple(path[n:]), []).append((tuple(path[:n]), x.shape, sharding))
     replicated = NamedSharding(mesh, P())
 
     def pick(path, x):
         for n in range(len(path)):
-            tail = path[n:]
-            if tail in by_path and shapes[tail] == getattr(x, "shape", None):
-                return by_path[tail]
+            fits = [(head, s) for head, shape, s in by_suffix.get(tuple(path[n:]), [])
+                    if shape == getattr(x, "shape", None)]
+            if len(fits) > 1:  # e.g. generator.conv.weight and disc.conv.weight: use the keys above
+                fits = [(head, s) for head, s in fits if set(head) <= set(path[:n])]
+            if len(fits) == 1:
+                return fits[0][1]
+            if fits:
+                break
         return replicated
 
     return jax.tree_util.tree_map_with_path(pick, state)
