@@ -1,0 +1,229 @@
+"""Train the XTTS-style generator on DVAE audio tokens, through the shared trainer.
+
+The story: read the token files ``tools/encode_audio.py`` wrote (OUT.bin + OUT.jsonl), turn each
+utterance into text tokens ``[start, BPE..., stop]`` and audio tokens ``[start, codes..., stop]``,
+and give every example the log-mel of a *different* clip of the same speaker (its first
+``--ref-seconds``, as XTTS-v2 conditions on another recording) for the conditioning encoder. The
+shared :class:`~xtts_jax.train.trainer.Trainer` minimises XTTS-v2's loss (0.01 x text CE + audio
+CE, padding masked), evaluates on the held-out split, and every ``--sample-every`` steps writes a
+wav of a held-out sentence (sampled tokens -> DVAE -> Griffin-Lim). At the end: ``tts.safetensors``
+(config in its metadata), the DVAE beside it, and one speaker embedding per held-out voice, so
+
+    python tools/synthesize.py --checkpoint OUT/tts.safetensors --speaker OUT/speakers/VOICE.npy --text "Hi."
+
+works. A batch row is float32 (token ids are exact in float32): ``[text_len, audio_len, text...,
+audio..., reference mel...]``, so the data stay one plain array, as the trainer wants.
+
+    python recipes/train_tts.py --tokens /work/shared/speech_corpus/tokens_dvae_cpu/train --preset small
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xtts_jax.audio.io import load_audio, save_audio
+from xtts_jax.audio.mel import LOG_CLAMP, MelConfig, log_mel
+from xtts_jax.errors import UserError, run_cli
+from xtts_jax.inference import tts as pipeline
+from xtts_jax.inference.sampling import SamplingConfig
+from xtts_jax.inference.vocoder import Vocoder
+from xtts_jax.models import tts as tts_lib
+from xtts_jax.models.dvae import load_dvae
+from xtts_jax.train.optim import TrainConfig
+from xtts_jax.train.trainer import Trainer
+
+
+@dataclasses.dataclass
+class Split:
+    text: list[list[int]]
+    audio: list[list[int]]
+    speaker: list[str]
+    ref_mel: np.ndarray  # [N, n_mels, frames]: the first ref_seconds of each clip
+
+
+def load_split(stem: str, cfg: tts_lib.TTSConfig, ref_frames: int, limit: int | None) -> Split:
+    stem = str(stem)
+    if not Path(stem + ".jsonl").is_file() or not Path(stem + ".bin").is_file():
+        raise UserError(f"token files {stem}.jsonl / {stem}.bin do not exist; write them with tools/encode_audio.py")
+    codes = np.fromfile(stem + ".bin", np.uint16)
+    rows = [json.loads(line) for line in open(stem + ".jsonl") if line.strip()][:limit]
+    mel, floor = MelConfig(), np.log(LOG_CLAMP)
+    out = Split([], [], [], np.zeros((0,)))
+    mels = []
+    for r in rows:
+        try:
+            text = pipeline.text_tokens(r["text"], cfg) if r["text"].strip() else None
+        except UserError:  # a sentence longer than the text positions: skipped
+            text = None
+        audio = codes[r["offset"]: r["offset"] + r["length"]].tolist()
+        if text is None or len(audio) + 2 > cfg.audio_positions or max(audio, default=0) >= cfg.num_audio_codes:
+            continue
+        m = log_mel(load_audio(r["audio_path"], mel.sample_rate)[: (ref_frames - 1) * mel.hop_length], mel)
+        mels.append(np.pad(m, ((0, 0), (0, ref_frames - m.shape[1])), constant_values=floor))
+        out.text.append(text)
+        out.audio.append([cfg.audio_start_token, *audio, cfg.audio_stop_token])
+        out.speaker.append(r["speaker"])
+    if not out.text:
+        raise UserError(f"{stem} holds no utterance that fits the model")
+    out.ref_mel = np.stack(mels)
+    return out
+
+
+class Batches:
+    """Rows of ``split`` for a step: pure in (seed, step), this process's share of the global batch."""
+
+    def __init__(self, split: Split, batch_size: int, seed: int, text_width: int, audio_width: int):
+        self.split, self.batch_size, self.seed = split, batch_size, seed
+        self.text_width, self.audio_width = text_width, audio_width
+        by_speaker: dict[str, list[int]] = {}
+        for i, s in enumerate(split.speaker):
+            by_speaker.setdefault(s, []).append(i)
+        self.by_speaker = by_speaker
+
+    def row(self, i: int, rng: np.random.Generator) -> np.ndarray:
+        s = self.split
+        others = [j for j in self.by_speaker[s.speaker[i]] if j != i] or [i]  # another clip when one exists
+        ref = s.ref_mel[others[rng.integers(len(others))]]
+        text = np.full(self.text_width, s.text[i][-1], np.float32)
+        audio = np.full(self.audio_width, s.audio[i][-1], np.float32)
+        text[: len(s.text[i])], audio[: len(s.audio[i])] = s.text[i], s.audio[i]
+        return np.concatenate([[len(s.text[i]), len(s.audio[i])], text, audio, ref.reshape(-1)]).astype(np.float32)
+
+    def __call__(self, step: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, step])
+        idx = rng.integers(0, len(self.split.text), self.batch_size)
+        rows = np.stack([self.row(int(i), rng) for i in idx])
+        share = self.batch_size // jax.process_count()
+        return rows[jax.process_index() * share:(jax.process_index() + 1) * share]
+
+
+@dataclasses.dataclass
+class TTSTask:
+    config: tts_lib.TTSConfig
+    text_width: int
+    audio_width: int
+    ref_frames: int
+    init_gpt: str | None = None
+    sampler: object = None  # called by the trainer's sample hook (audio, not text)
+
+    def init_model(self, key: jax.Array) -> tts_lib.TTS:
+        model = tts_lib.TTS(self.config, key=key)
+        if self.init_gpt:
+            from xtts_jax.convert.hf_gpt2 import load_hf_gpt2
+
+            model = tts_lib.init_from_gpt(model, load_hf_gpt2(self.init_gpt))
+        return model
+
+    def logical_axes(self, model):
+        return tts_lib.logical_axes(model)
+
+    def to_dict(self) -> dict:
+        return {"tts": self.config.to_dict(), "text_width": self.text_width, "audio_width": self.audio_width,
+                "ref_frames": self.ref_frames}
+
+    def unpack(self, batch: jax.Array):
+        tw, aw = self.text_width, self.audio_width
+        ints = lambda a: jnp.round(a).astype(jnp.int32)  # noqa: E731
+        mel = batch[:, 2 + tw + aw:].reshape(batch.shape[0], self.config.conditioning.n_mels, self.ref_frames)
+        return ints(batch[:, 0]), ints(batch[:, 1]), ints(batch[:, 2:2 + tw]), ints(batch[:, 2 + tw:2 + tw + aw]), mel
+
+    def loss(self, model: tts_lib.TTS, batch: jax.Array, key) -> tuple[jax.Array, dict]:
+        text_len, audio_len, text, audio, mel = self.unpack(batch)
+        cond = jax.vmap(model.conditioner)(mel)
+        keys = jax.random.split(key, batch.shape[0]) if key is not None else None
+
+        def one(c, t, tl, a, al, k):
+            return tts_lib.tts_loss(model, c, t, tl, a, al, key=k)
+
+        _, metrics = jax.vmap(one)(cond, text, text_len, audio, audio_len, keys)
+        metrics = jax.tree.map(jnp.mean, metrics)
+        return metrics["loss"], metrics
+
+    def sample(self, model, key) -> list[str]:
+        return self.sampler(model, key) if self.sampler else []
+
+
+def listening_sample(split: Split, dvae, out_dir: Path):
+    """A sample hook: one held-out sentence in a held-out clip's voice, written as a wav."""
+    count = [0]
+
+    def sample(model, key) -> list[str]:
+        synth = pipeline.Synthesizer(model, Vocoder.griffin_lim(dvae.cfg.mel), dvae)
+        cond = np.asarray(model.conditioner(jnp.asarray(split.ref_mel[1 % len(split.text)])))
+        n = len(split.audio[0])
+        sampling = SamplingConfig(**pipeline.XTTS_SAMPLING, max_new_tokens=min(2 * n, synth.max_new_tokens()))
+        codes = synth.codes([split.text[0]], [cond], key, sampling)[0]
+        path = out_dir / "samples" / f"sample_{count[0]:03d}.wav"
+        count[0] += 1
+        save_audio(path, np.clip(synth.render(codes, cond, split.text[0]), -1, 1), synth.sample_rate)
+        return [f"wrote {path}: {len(codes)} tokens (reference clip has {n - 2})"]
+
+    return sample
+
+
+@run_cli
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tokens", required=True, help="token file stem from tools/encode_audio.py (STEM.bin, STEM.jsonl)")
+    ap.add_argument("--eval-tokens", help="held-out stem (default: eval beside --tokens)")
+    ap.add_argument("--dvae", help="dvae.safetensors (default: the one STEM.json names)")
+    ap.add_argument("--preset", default="small", choices=sorted(tts_lib.PRESETS))
+    ap.add_argument("--init-gpt", help="a Hugging Face GPT-2 folder whose blocks and text tables start the model")
+    ap.add_argument("--out", default="runs/tts")
+    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--warmup-steps", type=int, default=200)
+    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--sample-every", type=int, default=1000)
+    ap.add_argument("--ckpt-every", type=int, default=1000)
+    ap.add_argument("--ref-seconds", type=float, default=3.0, help="reference clip length (XTTS-v2: 3-6 s)")
+    ap.add_argument("--max-utterances", type=int, help="load at most this many training utterances")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args(argv)
+
+    out = Path(args.out)
+    info_path = Path(args.tokens + ".json")
+    dvae_path = args.dvae or (json.loads(info_path.read_text()).get("dvae_path") if info_path.is_file() else None)
+    if not dvae_path or not Path(dvae_path).is_file():
+        raise UserError(f"DVAE weights {dvae_path} not found; pass --dvae")
+    dvae = load_dvae(dvae_path)
+    cfg = dataclasses.replace(tts_lib.get_config(args.preset), num_audio_codes=dvae.cfg.num_tokens)
+    ref_frames = MelConfig().n_frames(int(args.ref_seconds * MelConfig().sample_rate))
+    train = load_split(args.tokens, cfg, ref_frames, args.max_utterances)
+    held = load_split(args.eval_tokens or str(Path(args.tokens).with_name("eval")), cfg, ref_frames, 200)
+    width = lambda rows: -(-max(len(r) for r in rows) // 16) * 16  # noqa: E731
+    text_width, audio_width = width(train.text + held.text), width(train.audio + held.audio)
+    print(f"{len(train.text)} training and {len(held.text)} held-out utterances; "
+          f"text <= {text_width} tokens, audio <= {audio_width} tokens")
+
+    task = TTSTask(cfg, text_width, audio_width, ref_frames, args.init_gpt, listening_sample(held, dvae, out))
+    tcfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, min_lr=args.lr / 10,
+                       warmup_steps=args.warmup_steps, eval_every=args.eval_every, eval_steps=4,
+                       ckpt_every=args.ckpt_every, sample_every=args.sample_every, seed=args.seed, out_dir=str(out))
+    trainer = Trainer(task, tcfg, train_data=Batches(train, args.batch_size, args.seed, text_width, audio_width),
+                      eval_data=Batches(held, args.batch_size, args.seed + 1, text_width, audio_width))
+    result = trainer.fit(resume=args.resume)
+    model = trainer.model(result["state"]["params"])
+
+    pipeline.save_tts(model, str(out / "tts.safetensors"), {"val_loss": result.get("val_loss"), "steps": args.steps})
+    shutil.copyfile(dvae_path, out / "dvae.safetensors")  # synthesize.py finds it beside the checkpoint
+    (out / "speakers").mkdir(parents=True, exist_ok=True)
+    for speaker in sorted(set(held.speaker)):
+        i = held.speaker.index(speaker)
+        np.save(out / "speakers" / f"{speaker}.npy", np.asarray(model.conditioner(jnp.asarray(held.ref_mel[i])), np.float32))
+    print(f"held-out loss {result.get('val_loss')}; wrote {out / 'tts.safetensors'} and {len(set(held.speaker))} speaker embeddings")
+    return 0
+
+
+if __name__ == "__main__":
+    main()
