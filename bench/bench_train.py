@@ -36,6 +36,7 @@ def parse(argv):
     ap.add_argument("--grad_accum", type=int, default=1)
     ap.add_argument("--steps", type=int, default=5, help="timed steps")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation)")
+    ap.add_argument("--loss-chunk", type=int, default=0, help="cross-entropy over chunks of this many positions (0: full logits)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="peak TFLOP/s per device for MFU")
     add_config_args(ap, GPTConfig(), "model.")
     add_config_args(ap, MeshConfig(), "mesh.")
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
         data = TokenDataset(path, block)
         cfg = TrainConfig(steps=args.warmup + args.steps, batch_size=batch, grad_accum=args.grad_accum,
                           warmup_steps=1, out_dir=os.path.join(tmp, "run"), peak_flops=peak)
-        trainer = Trainer(LMTask(model_cfg), cfg, config_from_args(args, MeshConfig(), "mesh."))
+        trainer = Trainer(LMTask(model_cfg, loss_chunk=args.loss_chunk), cfg, config_from_args(args, MeshConfig(), "mesh."))
         pi, pc = jax.process_index(), jax.process_count()
         make = lambda s: shd.global_batch(data.batch(0, s, batch, pi, pc), trainer.mesh)  # noqa: E731
         t0 = time.perf_counter()
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
               "batch_size": batch, "block_size": block, "grad_accum": args.grad_accum,
               "devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
               "dtype": str(np.dtype(model_cfg.dtype)), "scan_layers": model_cfg.scan_layers,
-              "attention": model_cfg.attention_impl, "warmup_s": round(t1 - t0, 2),
+              "attention": model_cfg.attention_impl, "loss_chunk": args.loss_chunk, "warmup_s": round(t1 - t0, 2),
               "step_ms": round(1e3 * (t2 - t1) / args.steps, 2), "tokens_per_s": round(tokens_per_s, 1),
               "flops_per_token": flops, "achieved_tflops": round(flops * tokens_per_s / 1e12, 3),
               "mfu": round(flops * tokens_per_s / (peak * jax.device_count()), 4) if peak else None,

@@ -57,6 +57,8 @@ def parse(argv):
     ap.add_argument("--out", help="run folder: checkpoints, metrics.jsonl, model.safetensors")
     ap.add_argument("--config", help="JSON file with 'model', 'train' and 'mesh' sections")
     ap.add_argument("--compact-vocab", choices=("auto", "yes", "no"), default="auto")
+    ap.add_argument("--loss-chunk", type=int, default=0,
+                    help="cross-entropy over chunks of this many positions, never all logits at once (0: off)")
     ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     ap.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)")
     add_config_args(ap, TrainConfig())
@@ -126,7 +128,7 @@ def main(argv=None) -> int:
     vocab = VocabMap.from_counts(counts + val_counts) if compact else None
     model_base = GPTConfig(**preset["model"], vocab_size=vocab.size if vocab else 50257)
     model_cfg = config_from_args(args, model_base, "model.", file_cfg.get("model"))
-    task = LMTask(model_cfg, vocab, prompts=PROMPTS)
+    task = LMTask(model_cfg, vocab, prompts=PROMPTS, loss_chunk=args.loss_chunk)
     print(f"data {data_dir}: {len(train_ds):,} train / {len(val_ds):,} val tokens, "
           f"{int((counts > 0).sum()):,} distinct; unigram entropy {entropy:.3f} nats")
 

@@ -103,6 +103,28 @@ def test_lm_loss_matches_numpy_cross_entropy():
     assert float(metrics["loss"]) == float(loss)
 
 
+def test_chunked_cross_entropy_matches_full_logits():
+    """Same loss and gradients as the plain loss, without the whole logits tensor."""
+    task = tiny_task()
+    chunked = dataclasses.replace(task, loss_chunk=8)
+    model = tiny_model()
+    batch = jnp.asarray(np.random.default_rng(1).integers(0, VOCAB, (4, 33)), jnp.int32)
+    params, static = eqx.partition(model, eqx.is_array)
+
+    @jax.jit
+    def both(p):
+        def value_and_grad(t):
+            return jax.value_and_grad(lambda q: t.loss(eqx.combine(q, static), batch, None)[0])(p)
+        return value_and_grad(task), value_and_grad(chunked)
+
+    (loss, grads), (loss_c, grads_c) = both(params)
+    np.testing.assert_allclose(float(loss_c), float(loss), rtol=1e-6)
+    for name, g in flatten(grads).items():
+        np.testing.assert_allclose(flatten(grads_c)[name], g, rtol=1e-4, atol=1e-7, err_msg=name)
+    with pytest.raises(UserError, match="loss_chunk 5 must be 0 or divide block_size 32"):
+        dataclasses.replace(task, loss_chunk=5)
+
+
 def test_vocab_map_and_unigram_entropy():
     counts = np.zeros(60000, np.int64)
     counts[[5, 50256, 300]] = [2, 1, 1]

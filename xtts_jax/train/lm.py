@@ -27,6 +27,29 @@ def cross_entropy(logits: Float[Array, "... V"], targets: Int[Array, "..."]) -> 
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets).mean()
 
 
+def chunked_cross_entropy(model: GPT, hidden: Float[Array, "B T C"], targets: Int[Array, "B T"],
+                          chunk: int) -> Float[Array, ""]:
+    """``cross_entropy(model.logits(hidden), targets)`` without the whole [B, T, V] logits tensor.
+
+    A scan over chunks of ``chunk`` positions (every example at once, so a batch-sharded input
+    stays sharded) computes each chunk's logits, log-sum-exp and target logit; ``jax.checkpoint``
+    makes the backward pass recompute them rather than keep them. At GPT-2 size and batch 32 the
+    full float32 logits are 6.6 GB (../shared/ANCHORS.md); here one chunk's are live at a time.
+    """
+    b, t, c = hidden.shape
+    h = hidden.reshape(b, t // chunk, chunk, c).swapaxes(0, 1)
+    y = targets.reshape(b, t // chunk, chunk).swapaxes(0, 1)
+
+    @jax.checkpoint
+    def chunk_loss(total, xs):
+        logits = model.logits(xs[0]).astype(jnp.float32)  # [B, chunk, V]
+        target = jnp.take_along_axis(logits, xs[1][..., None], axis=-1)[..., 0]
+        return total + jnp.sum(jax.nn.logsumexp(logits, axis=-1) - target), None
+
+    total, _ = jax.lax.scan(chunk_loss, jnp.zeros((), jnp.float32), (h, y))
+    return total / (b * t)
+
+
 @dataclasses.dataclass(frozen=True)
 class VocabMap:
     """GPT-2 ids <-> a compact vocabulary of the ids a corpus actually uses (sorted)."""
@@ -78,6 +101,11 @@ class LMTask:
     config: GPTConfig
     vocab: VocabMap | None = None
     prompts: tuple[str, ...] = ("Once upon a time",)  # what ``sample`` continues
+    loss_chunk: int = 0  # > 0: cross-entropy over chunks of this many positions (chunked_cross_entropy)
+
+    def __post_init__(self):
+        if self.loss_chunk < 0 or (self.loss_chunk and self.config.block_size % self.loss_chunk):
+            raise UserError(f"loss_chunk {self.loss_chunk} must be 0 or divide block_size {self.config.block_size}")
 
     def init_model(self, key: PRNGKeyArray) -> GPT:
         return GPT(self.config, key=key)
@@ -88,26 +116,29 @@ class LMTask:
     def loss(self, model: GPT, batch: Int[Array, "B T1"], key: PRNGKeyArray | None
              ) -> tuple[Float[Array, ""], dict]:
         inputs, targets = batch[:, :-1], batch[:, 1:]
+        keys = None
         if key is not None and self.config.dropout > 0:
             keys = jax.random.split(key, batch.shape[0])
-            logits = jax.vmap(lambda x, k: model(x, key=k))(inputs, keys)
+        if self.loss_chunk:
+            hidden = jax.vmap(lambda x, k: model.hidden(x, key=k))(inputs, keys)
+            loss = chunked_cross_entropy(model, hidden, targets, self.loss_chunk)
         else:
-            logits = jax.vmap(model)(inputs)
-        loss = cross_entropy(logits, targets)
+            logits = jax.vmap(lambda x, k: model(x, key=k))(inputs, keys)
+            loss = cross_entropy(logits, targets)
         return loss, {"loss": loss}
 
     def flops_per_token(self, seq_len: int) -> float:
         return float(self.config.flops_per_token(seq_len))
 
     def to_dict(self) -> dict:
-        return {"gpt": self.config.to_dict(), "prompts": list(self.prompts),
+        return {"gpt": self.config.to_dict(), "prompts": list(self.prompts), "loss_chunk": self.loss_chunk,
                 "vocab_ids": None if self.vocab is None else list(self.vocab.ids)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "LMTask":
         cfg = GPTConfig.from_dict(d["gpt"])
         vocab = None if d.get("vocab_ids") is None else VocabMap(tuple(d["vocab_ids"]))
-        return cls(cfg, vocab, tuple(d.get("prompts", cls.prompts)))
+        return cls(cfg, vocab, tuple(d.get("prompts", cls.prompts)), d.get("loss_chunk", 0))
 
     # --- samples -------------------------------------------------------------------------
     def encode(self, text: str) -> np.ndarray:
