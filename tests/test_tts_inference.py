@@ -114,3 +114,22 @@ def test_speaker_from_wav(synth, tmp_path):
     no_cond = dataclasses.replace(synth, model=eqx.tree_at(lambda m: m.conditioner, synth.model, None))
     with pytest.raises(UserError, match="no conditioning encoder"):
         P.speaker_from_wavs(no_cond.model, [str(tmp_path / "ref.wav")])
+
+
+def test_latent_vocoder_reads_the_model_latents(synth, conds):
+    """A HiFiGAN that reads GPT latents (XTTS-v2's decoder layout) renders one latent per audio
+    input position [start, codes...], stretched 4x to mel frames, then upsampled to samples."""
+    from xtts_jax.models.hifigan import PRESETS as HIFI, HifiganGenerator
+
+    cfg = dataclasses.replace(HIFI["tiny"], in_channels=64, upsample_rates=(4, 4), upsample_kernel_sizes=(8, 8),
+                              input_interpolation=(4.0,), conv_pre_weight_norm=False, conv_post_weight_norm=False)
+    rng = np.random.default_rng(4)
+    shapes = eqx.filter_eval_shape(lambda: HifiganGenerator(cfg, key=jax.random.key(0)))
+    gen = jax.tree.map(lambda s: jnp.asarray(0.1 * rng.standard_normal(s.shape, np.float32))
+                       if isinstance(s, jax.ShapeDtypeStruct) else s, shapes)
+    latent_synth = dataclasses.replace(synth, vocoder=Vocoder.hifigan(gen), dvae=None)
+    row = P.text_tokens("Hi.", synth.model.config)
+    wave = latent_synth.render([3, 4, 5], conds[0], row)
+    assert wave.shape == (4 * 4 * 4 * 4,) and np.all(np.isfinite(wave))
+    # other conditioning, other latents, other audio
+    assert not np.allclose(wave, latent_synth.render([3, 4, 5], conds[0] * 0, row))
