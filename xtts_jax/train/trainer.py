@@ -51,6 +51,13 @@ def _shape_model(abstract: Any) -> Any:
 
 
 class Trainer:
+    """Builds the mesh, shardings, optimizer and jitted steps for ``task``; ``fit`` runs the loop.
+
+    ``train_data(step)`` / ``eval_data(i)`` return this process's rows of a global batch;
+    ``devices`` restricts the mesh to some devices (tests compare 1 device with 8 in one process).
+    ``grad_accum`` applies to the default step; a task's own ``train_step`` gets the whole batch.
+    """
+
     def __init__(self, task: Task, cfg: TrainConfig, mesh_cfg: shd.MeshConfig = shd.MeshConfig(),
                  train_data: BatchFn | None = None, eval_data: BatchFn | None = None,
                  meta: dict | None = None, devices: list | None = None):
