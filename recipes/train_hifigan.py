@@ -34,6 +34,11 @@ from xtts_jax.models.hifigan import HifiganConfig, HifiganGenerator, fold_weight
 from xtts_jax.train.optim import TrainConfig, make_optimizer
 
 
+@eqx.filter_jit
+def _render(generator: HifiganGenerator, mel: jax.Array) -> jax.Array:
+    return generator(mel)  # the generator is an argument: one compile per mel length, any weights
+
+
 class HifiganGAN(eqx.Module):
     generator: HifiganGenerator
     discriminators: disc.HifiganDiscriminators
@@ -140,7 +145,7 @@ class HifiganTask:
             return []
         self._samples += 1
         mel = log_mel(self.sample_wave, self.mel)
-        wave = np.asarray(jax.jit(fold_weight_norm(model.generator))(jnp.asarray(mel)))
+        wave = np.asarray(_render(fold_weight_norm(model.generator), jnp.asarray(mel)))
         os.makedirs(self.sample_dir, exist_ok=True)
         stem = os.path.join(self.sample_dir, f"sample_{self._samples:03d}")
         save_audio(stem + ".wav", wave, self.mel.sample_rate)
@@ -192,11 +197,10 @@ def load_waves(path: Path, sample_rate: int, limit: int | None = None) -> list[n
 
 def heldout_mel_l1(task: HifiganTask, generator: HifiganGenerator, waves: list[np.ndarray]) -> dict:
     """Mean mel L1 over held-out utterances for HiFiGAN and for Griffin-Lim (the no-vocoder baseline)."""
-    run = jax.jit(generator)
     hifi, gl = [], []
     for w in waves:
         mel = log_mel(w, task.mel)
-        y = np.asarray(run(jnp.asarray(mel)))[: len(w)]
+        y = np.asarray(_render(generator, jnp.asarray(mel)))[: len(w)]
         hifi.append(np.abs(log_mel(y, task.mel) - mel).mean())
         g = griffin_lim(mel, task.mel, length=len(w))
         gl.append(np.abs(log_mel(g, task.mel) - mel).mean())
@@ -219,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--eval-every", type=int, default=1000)
     ap.add_argument("--eval-utterances", type=int, default=20)
+    ap.add_argument("--train-utterances", type=int, help="use only the first N training utterances")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
@@ -227,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     gen_cfg = dataclasses.replace(preset(args.preset), in_channels=mel.n_mels, sample_rate=mel.sample_rate)
     if args.segment % mel.hop_length:
         raise UserError(f"--segment {args.segment} must be a multiple of the hop {mel.hop_length}.")
-    train = load_waves(_manifest(args.data, "train.jsonl"), mel.sample_rate)
+    train = load_waves(_manifest(args.data, "train.jsonl"), mel.sample_rate, args.train_utterances)
     held = load_waves(args.eval_data or _manifest(args.data, "eval.jsonl"), mel.sample_rate, args.eval_utterances)
     task = HifiganTask(gen_cfg, disc.DiscriminatorConfig(width_divisor=args.disc_width_divisor), mel,
                        sample_dir=os.path.join(args.out, "samples"), sample_wave=held[0])
