@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     n = len(pipeline.split_sentences(text))
     print(f"synthesizing {n} sentence{'s' * (n != 1)} with {args.vocoder}...", file=sys.stderr)
     t0 = time.perf_counter()
-    (wave,) = synth.synthesize([text], [cond], jax.random.key(args.seed), sampling, args.batch_size)
+    (wave,) = synth.synthesize([text], [cond], jax.random.key(args.seed), sampling, args.batch_size,
+                               progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     elapsed = time.perf_counter() - t0
     wave = np.clip(wave, -1.0, 1.0)
     out = save_audio(args.output, wave, synth.sample_rate)

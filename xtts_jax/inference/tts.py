@@ -210,8 +210,9 @@ class Synthesizer:
         return self.vocoder.decode(mel, speaker)
 
     def synthesize(self, texts: Sequence[str], conds: Sequence[np.ndarray], key, sampling: SamplingConfig,
-                   batch_size: int = 8, speaker: np.ndarray | None = None) -> list[np.ndarray]:
-        """One waveform per text: its sentences sampled in batches of ``batch_size`` rows, joined."""
+                   batch_size: int = 8, speaker: np.ndarray | None = None, progress=None) -> list[np.ndarray]:
+        """One waveform per text: its sentences sampled in batches of ``batch_size`` rows, joined.
+        ``progress(message)`` is called after each batch."""
         sentences = [(i, s) for i, t in enumerate(texts) for s in split_sentences(t)]
         empty = [i for i, t in enumerate(texts) if not split_sentences(t)]
         if empty:
@@ -222,6 +223,8 @@ class Synthesizer:
         for b in range(0, len(rows), batch_size):
             key, sub = jax.random.split(key)
             codes += self.codes(rows[b:b + batch_size], row_conds[b:b + batch_size], sub, sampling)
+            if progress:
+                progress(f"sampled {len(codes)}/{len(rows)} sentences, {sum(map(len, codes))} audio tokens")
         gap = np.zeros(int(self.gap_seconds * self.sample_rate), np.float32)
         waves: list[list[np.ndarray]] = [[] for _ in texts]
         for (i, _), c, r, cond in zip(sentences, codes, rows, row_conds):
