@@ -55,9 +55,23 @@ def start_worker(cache_dir: str, *args: str) -> subprocess.Popen:
 
 
 def finish(proc: subprocess.Popen, timeout: float = 240) -> str:
-    out, _ = proc.communicate(timeout=timeout)
+    """Wait for a worker; its output tail is the failure message. A hung worker is killed."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"worker still running after {timeout} s:\n{out[-3000:]}") from None
     assert proc.returncode == 0, out[-3000:]
     return out
+
+
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    """Kill workers left running when a test fails (a lone jax.distributed peer waits forever)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 class Pending:

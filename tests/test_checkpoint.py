@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _tiny import finish, start_worker, tiny_task, tiny_train_config, write_tokens
+from _tiny import finish, start_worker, stop_all, tiny_task, tiny_train_config, write_tokens
 from xtts_jax.errors import UserError
 from xtts_jax.train.checkpoint import Checkpointer
 from xtts_jax.train.metrics import read_jsonl
@@ -31,26 +31,31 @@ def resumed(tmp_path_factory):
     straight = start_worker(cache, "--data", tokens, "--out", str(root / "straight"),
                             "--result", str(root / "straight.npz"), *RUN)
     killed = start_worker(cache, "--data", tokens, "--out", str(root / "killed"), "--hang-at", "10", *RUN)
-    for line in killed.stdout:  # the worker prints this once step 10 is on disk, then hangs
-        if line.startswith("CHECKPOINT 10"):
-            break
-    else:
-        raise AssertionError(f"worker ended before its checkpoint: {killed.wait()}")
-    os.kill(killed.pid, signal.SIGKILL)
-    killed.wait()
-    ckpts = root / "killed" / "checkpoints"
-    assert sorted(os.listdir(ckpts)) == ["10"]
-    # A save cut off halfway: orbax's temporary directory, with a truncated array file in it.
-    partial = ckpts / "15.orbax-checkpoint-tmp-1234567"
-    shutil.copytree(ckpts / "10", partial)
-    for dirpath, _, files in os.walk(partial):
-        for name in files:
-            with open(os.path.join(dirpath, name), "r+b") as f:
-                f.truncate(os.path.getsize(os.path.join(dirpath, name)) // 2)
-    resume = start_worker(cache, "--data", tokens, "--out", str(root / "killed"), "--resume",
-                          "--result", str(root / "resumed.npz"), *RUN)
-    finish(straight)
-    finish(resume)
+    procs = [straight, killed]
+    try:
+        for line in killed.stdout:  # the worker prints this once step 10 is on disk, then hangs
+            if line.startswith("CHECKPOINT 10"):
+                break
+        else:
+            raise AssertionError(f"worker ended before its checkpoint: {killed.wait()}")
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait()
+        ckpts = root / "killed" / "checkpoints"
+        assert sorted(os.listdir(ckpts)) == ["10"]
+        # A save cut off halfway: orbax's temporary directory, with a truncated array file in it.
+        partial = ckpts / "15.orbax-checkpoint-tmp-1234567"
+        shutil.copytree(ckpts / "10", partial)
+        for dirpath, _, files in os.walk(partial):
+            for name in files:
+                with open(os.path.join(dirpath, name), "r+b") as f:
+                    f.truncate(os.path.getsize(os.path.join(dirpath, name)) // 2)
+        resume = start_worker(cache, "--data", tokens, "--out", str(root / "killed"), "--resume",
+                              "--result", str(root / "resumed.npz"), *RUN)
+        procs.append(resume)
+        finish(straight)
+        finish(resume)
+    finally:
+        stop_all(procs)
     return {"root": root, "straight": dict(np.load(root / "straight.npz")),
             "resumed": dict(np.load(root / "resumed.npz"))}
 

@@ -9,7 +9,7 @@ import socket
 import numpy as np
 import pytest
 
-from _tiny import assert_same_run, finish, shared_runs, start_worker
+from _tiny import assert_same_run, finish, shared_runs, start_worker, stop_all
 
 
 def free_port() -> int:
@@ -30,7 +30,10 @@ def test_two_processes_match_one(runs):
                           "--steps", "3", "--host-devices", "2", "--mesh", "2,2,1", "--ckpt-every", "3",
                           "--coordinator", coordinator, "--num-processes", "2", "--process-id", str(i))
              for i in range(2)]
-    logs = [finish(p) for p in procs]
+    try:
+        logs = [finish(p) for p in procs]
+    finally:
+        stop_all(procs)
     assert all("DONE" in log for log in logs)
     two = dict(np.load(str(out) + ".npz"))
     assert_same_run(runs["reference"].result(), two)
