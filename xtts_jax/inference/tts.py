@@ -263,7 +263,8 @@ def _decode_chunk(dec: TTSDecoder, state: dict, cfg: SamplingConfig, n: int):
 
     def step(s, _):
         key, sub = jax.random.split(s["key"])
-        token = jnp.where(s["done"], stop, sample_token(sub, s["logits"], s["seen"], cfg))
+        row_key = jax.random.split(sub, 1)[0]  # as the batch sampler's row 0: same seed, same tokens
+        token = jnp.where(s["done"], stop, sample_token(row_key, s["logits"], s["seen"], cfg))
         done = s["done"] | (token == stop)
         cache, logits = dec.decode_step(s["cache"], token, s["pos"])
         s = dict(cache=cache, logits=logits, pos=jnp.where(done, s["pos"], s["pos"] + 1),
@@ -275,7 +276,8 @@ def _decode_chunk(dec: TTSDecoder, state: dict, cfg: SamplingConfig, n: int):
 
 def stream_codes(model: TTS, cond: np.ndarray, text: list[int], key, sampling: SamplingConfig,
                  chunk_tokens: int) -> Iterator[tuple[list[int], bool]]:
-    """Audio codes of one sentence, ``chunk_tokens`` at a time: yields (new codes, finished)."""
+    """Audio codes of one sentence, ``chunk_tokens`` at a time: yields (new codes, finished).
+    The same key gives the same codes as :meth:`Synthesizer.codes` (the batch sampler) does."""
     cfg = model.config
     dec = TTSDecoder(model, jnp.asarray(cond))
     prompt = jnp.asarray(dec.prompt(range(len(cond)), text), jnp.int32)
