@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -105,6 +106,31 @@ class Batches:
         return rows[jax.process_index() * share:(jax.process_index() + 1) * share]
 
 
+@functools.lru_cache(maxsize=1)  # init_model is traced more than once; read the file once
+def load_gpt(path: str):
+    """(GPT, its rows' GPT-2 ids or None) from a Hugging Face GPT-2 folder or a text LM run's
+    ``model.safetensors`` (recipes/tinystories_pretrain.py via the shared trainer; config in its metadata)."""
+    from xtts_jax.convert.hf_gpt2 import load_hf_gpt2
+
+    if Path(path).is_dir():
+        return load_hf_gpt2(path), None
+    import equinox as eqx
+
+    from xtts_jax.models.gpt import GPT
+    from xtts_jax.train.checkpoint import load_safetensors, read_safetensors_metadata
+    from xtts_jax.train.lm import LMTask
+
+    if not Path(path).is_file():
+        raise UserError(f"--init-gpt {path} is neither a Hugging Face folder nor a file")
+    task = json.loads(read_safetensors_metadata(path).get("config", "{}")).get("task")
+    if not isinstance(task, dict) or "gpt" not in task:
+        raise UserError(f"{path} carries no GPT config in its metadata (config.task.gpt)")
+    lm = LMTask.from_dict(task)
+    shapes = eqx.filter_eval_shape(lambda: GPT(lm.config, key=jax.random.key(0)))
+    skeleton = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype) if isinstance(s, jax.ShapeDtypeStruct) else s, shapes)
+    return load_safetensors(skeleton, path), (None if lm.vocab is None else list(lm.vocab.ids))
+
+
 @dataclasses.dataclass
 class TTSTask:
     config: tts_lib.TTSConfig
@@ -117,9 +143,7 @@ class TTSTask:
     def init_model(self, key: jax.Array) -> tts_lib.TTS:
         model = tts_lib.TTS(self.config, key=key)
         if self.init_gpt:
-            from xtts_jax.convert.hf_gpt2 import load_hf_gpt2
-
-            model = tts_lib.init_from_gpt(model, load_hf_gpt2(self.init_gpt))
+            model = tts_lib.init_from_gpt(model, *load_gpt(self.init_gpt))
         return model
 
     def logical_axes(self, model):
@@ -176,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-tokens", help="held-out stem (default: eval beside --tokens)")
     ap.add_argument("--dvae", help="dvae.safetensors (default: the one STEM.json names)")
     ap.add_argument("--preset", default="small", choices=sorted(tts_lib.PRESETS))
-    ap.add_argument("--init-gpt", help="a Hugging Face GPT-2 folder whose blocks and text tables start the model")
+    ap.add_argument("--init-gpt", help="a Hugging Face GPT-2 folder or a text LM run's model.safetensors "
+                    "whose blocks and text tables start the model")
     ap.add_argument("--out", default="runs/tts")
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--batch-size", type=int, default=16)

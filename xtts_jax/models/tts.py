@@ -188,16 +188,19 @@ def tts_loss(model: TTS, cond: Float[Array, "K C"], text: Int[Array, " Tt"], tex
     return loss, {"loss": loss, "text_ce": text_ce, "audio_ce": audio_ce}
 
 
-def init_from_gpt(model: TTS, gpt: GPT) -> TTS:
+def init_from_gpt(model: TTS, gpt: GPT, token_ids=None) -> TTS:
     """Copy a trained GPT's blocks and final LayerNorm, and its token and position embeddings into
-    the text tables (the rows both have), e.g. from a TinyStories run or Hugging Face GPT-2."""
+    the text tables, e.g. from a TinyStories run or Hugging Face GPT-2. ``token_ids[i]``: the text
+    id of the GPT's row i, for a GPT trained on a compacted vocabulary (``train.lm.VocabMap``)."""
     a, b = model.config.gpt, gpt.config
     if (a.n_layer, a.n_embd, a.n_head, a.mlp_activation, a.bias) != (b.n_layer, b.n_embd, b.n_head, b.mlp_activation, b.bias):
         raise UserError(f"GPT checkpoint ({b.n_layer} layers, d {b.n_embd}, {b.n_head} heads) does not fit the TTS "
                         f"transformer ({a.n_layer} layers, d {a.n_embd}, {a.n_head} heads)")
-    n_tok = min(model.text_embedding.shape[0], b.vocab_size)
+    n_vocab = model.text_embedding.shape[0]
+    ids = jnp.arange(b.vocab_size) if token_ids is None else jnp.asarray(token_ids)
+    keep = ids < n_vocab
+    text = model.text_embedding.at[jnp.where(keep, ids, n_vocab)].set(gpt.wte[: len(ids)], mode="drop")
     n_pos = min(model.text_pos.shape[0], gpt.wpe.shape[0])
-    text = model.text_embedding.at[:n_tok].set(gpt.wte[:n_tok])
     pos = model.text_pos.at[:n_pos].set(gpt.wpe[:n_pos])
     return eqx.tree_at(lambda m: (m.transformer, m.text_embedding, m.text_pos), model, (gpt.transformer, text, pos))
 
