@@ -326,7 +326,7 @@ class GPT(eqx.Module):
 # in front. train/sharding.py maps these names onto mesh axes with one rule table.
 _LOGICAL_AXES = {
     "wte": ("vocab", "embed"),
-    "wpe": (None, "embed"),
+    "wpe": ("pos", "embed"),
     "lm_head.weight": ("embed", "vocab"),
     "c_attn.weight": ("embed", "heads"),
     "c_attn.bias": ("heads",),
