@@ -129,3 +129,36 @@ def test_init_from_gpt_copies_transformer_and_text_tables(model):
     specs = logical_axes(tts)
     assert specs.text_embedding == jax.sharding.PartitionSpec(None, "embed")
     assert specs.transformer.blocks.attn.c_attn.weight == jax.sharding.PartitionSpec("layers", "embed", "heads")
+
+
+def test_recipe_batch_rows_unpack_to_the_same_loss():
+    """recipes/train_tts.py packs (lengths, text, audio, reference mel) into float32 rows; its
+    task's loss must equal the per-example XTTS loss averaged over the batch."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("train_tts", Path(__file__).parents[1] / "recipes" / "train_tts.py")
+    recipe = importlib.util.module_from_spec(spec)
+    sys.modules["train_tts"] = recipe  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(recipe)
+    cfg = get_config("tiny", text_vocab_size=40, text_start_token=1, text_stop_token=2)
+    model = random_tts(cfg, seed=5, std=0.05)
+    rng = np.random.default_rng(0)
+    frames = 12
+    split = recipe.Split(text=[[1, 5, 6, 2], [1, 9, 2]], audio=[[START, 3, 4, 5, STOP], [START, 7, STOP]],
+                         speaker=["a", "a"], ref_mel=rng.standard_normal((2, 80, frames)).astype(np.float32))
+    batches = recipe.Batches(split, 4, seed=0, text_width=8, audio_width=8)
+    task = recipe.TTSTask(cfg, 8, 8, frames)
+    batch = batches(0)
+    loss, metrics = eqx.filter_jit(task.loss)(model, jnp.asarray(batch), None)
+    one = eqx.filter_jit(lambda m, mel, t, tl, a, al: tts_loss(m, m.conditioner(mel), t, tl, a, al)[0])
+    want = []
+    for row in batch:
+        tl, al = int(row[0]), int(row[1])
+        text, audio = row[2:10].astype(np.int32), row[10:18].astype(np.int32)
+        ref = row[18:].reshape(80, frames)
+        assert any(np.array_equal(text[:tl], t) for t in split.text) and tl <= 4
+        assert not any(np.array_equal(ref, split.ref_mel[i]) for i in range(2) if split.text[i] == text[:tl].tolist())
+        want.append(float(one(model, jnp.asarray(ref), jnp.asarray(text), tl, jnp.asarray(audio), al)))
+    np.testing.assert_allclose(float(loss), np.mean(want), rtol=1e-5)
