@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     for batch in args.batch:
         seconds = bench(model, batch, args.text_tokens, args.new_tokens, args.repeats)
         print(f"| {batch} | {n_cond} cond + {args.text_tokens + 1} | {args.new_tokens} | "
-              f"{batch * args.new_tokens / seconds:,.0f} | {1e3 * seconds / args.new_tokens:.2f} |", flush=True)
+              f"{batch * args.new_tokens / seconds:,.1f} | {1e3 * seconds / args.new_tokens:.2f} |", flush=True)
     return 0
 
 

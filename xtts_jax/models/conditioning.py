@@ -2,7 +2,7 @@
 
 reference log-mel ``[n_mels, frames]`` -> 1x1 conv to ``n_embd`` -> ``n_blocks`` attention blocks
 (GroupNorm, multi-head self-attention over time, zero-initialised output projection, residual;
-Tortoise's ``AttentionBlock``) -> perceiver resampler (``num_latents`` learned queries that attend
+Tortoise's ``AttentionBlock``, its per-head qkv channel layout included) -> perceiver resampler (``num_latents`` learned queries that attend
 over the frames and themselves, then a GEGLU feed-forward, ``depth`` times, then RMSNorm) ->
 ``[num_latents, n_embd]`` vectors that the TTS model prepends to the text. XTTS-v2: 6 blocks of
 16 heads at d 1024, 32 latents, perceiver depth 2 with 8 heads of 64, feed-forward x4; references
@@ -79,7 +79,11 @@ class AttentionBlock(eqx.Module):
         self.n_head = cfg.n_head
 
     def __call__(self, x: Float[Array, "C T"]) -> Float[Array, "C T"]:
-        q, k, v = jnp.split(self.qkv(self.norm(x).T), 3, axis=-1)
+        # channels of qkv are grouped per head, [q_h, k_h, v_h] for each head in turn (Tortoise's
+        # QKVAttentionLegacy), so XTTS-v2's weights copy in without a permutation
+        qkv = self.qkv(self.norm(x).T)
+        qkv = qkv.reshape(qkv.shape[0], self.n_head, 3, -1)
+        q, k, v = (qkv[:, :, i].reshape(qkv.shape[0], -1) for i in range(3))
         return x + self.proj_out(_attend(q, k, v, self.n_head)).T
 
 
