@@ -225,6 +225,11 @@ class Synthesizer:
             codes += self.codes(rows[b:b + batch_size], row_conds[b:b + batch_size], sub, sampling)
             if progress:
                 progress(f"sampled {len(codes)}/{len(rows)} sentences, {sum(map(len, codes))} audio tokens")
+        limit = self.max_new_tokens(sampling.max_new_tokens)
+        cut = [n + 1 for n, c in enumerate(codes) if len(c) >= limit]
+        if cut and progress:
+            progress(f"warning: sentence(s) {', '.join(map(str, cut))} reached {limit} audio tokens without a stop "
+                     "token and may be cut off")
         gap = np.zeros(int(self.gap_seconds * self.sample_rate), np.float32)
         waves: list[list[np.ndarray]] = [[] for _ in texts]
         for (i, _), c, r, cond in zip(sentences, codes, rows, row_conds):
