@@ -83,11 +83,33 @@ def machine() -> str:
     return f"{jax.device_count()} x {device.device_kind}"
 
 
+def describe(config: str, machine_name: str | None, spec: AblationConfig, data_dir: Path) -> dict:
+    """The lines that head the report: machine, data, model, budget, seeds."""
+    gpt, train = spec.gpt, spec.train
+    meta_path = data_dir / "meta.json"
+    sources = json.loads(meta_path.read_text()).get("sources", []) if meta_path.is_file() else []
+    names = [Path(x["path"]).name if "path" in x else str(x.get("embedded")) for x in sources]
+    data = LMData(data_dir, gpt.block_size, spec.compact_vocab)
+    vocab = f"{data.vocab.size:,} (the ids the corpus uses)" if data.vocab is not None else f"{gpt.vocab_size:,}"
+    tokens = train.steps * train.batch_size * gpt.block_size
+    return {
+        "title": f"{config}: {gpt.n_layer} layers x {gpt.n_embd}, {tokens:,} tokens/run",
+        "machine": machine_name or machine(),
+        "data": f"{', '.join(names) or data_dir} ({len(data.train):,} train tokens, {len(data.val):,} val tokens)",
+        "model": f"GPT-2 style, n_layer {gpt.n_layer}, n_head {gpt.n_head}, n_embd {gpt.n_embd}, "
+                 f"block_size {gpt.block_size}, vocabulary {vocab}",
+        "budget": f"{train.steps:,} steps x {train.batch_size} x {gpt.block_size} = {tokens:,} tokens per run; "
+                  f"AdamW lr {train.lr:g} (warmup {train.warmup_steps}, cosine to {train.min_lr:g}); val loss "
+                  f"every {train.eval_every} steps on {train.eval_steps} x {train.batch_size} fixed windows",
+        "seeds": ", ".join(map(str, spec.seeds)),
+    }
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", choices=CONFIGS, default="cpu-embedded")
     parser.add_argument("--data", nargs="+", default=None,
-                        help="prepared folder (train.bin, val.bin) or raw text files/folders; default: embedded stories")
+                        help="prepared folder (train.bin, val.bin) or raw text files; default: embedded stories")
     parser.add_argument("--val", nargs="+", default=None, help="validation text files (with raw --data)")
     parser.add_argument("--out", default="runs/ablate_mlp_activation")
     parser.add_argument("--activations", nargs="+", default=list(MLP_ACTIVATIONS), choices=MLP_ACTIVATIONS)
@@ -110,30 +132,15 @@ def main(argv=None) -> None:
     spec = AblationConfig(gpt, train, tuple(args.activations), tuple(range(args.seeds)), compact_vocab=compact)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    data_dir = prepare_data(args.data, args.val, out)
     # Every seed of an activation compiles the same program: a disk cache makes that one compile.
     jax.config.update("jax_compilation_cache_dir", str(out / "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    data_dir = prepare_data(args.data, args.val, out)
-    meta = json.loads((data_dir / "meta.json").read_text()) if (data_dir / "meta.json").is_file() else {}
-    data = LMData(data_dir, gpt.block_size, compact)
-    vocab = data.vocab.size if data.vocab is not None else gpt.vocab_size
-    info = {
-        "title": f"{args.config}: {gpt.n_layer} layers x {gpt.n_embd}, {train.steps * train.batch_size * gpt.block_size:,} tokens/run",
-        "machine": args.machine or machine(),
-        "data": f"{', '.join(Path(x['path']).name if 'path' in x else str(x.get('embedded', '?')) for x in meta.get('sources', [])) or data_dir}"
-                f" ({len(data.train):,} train tokens, {len(data.val):,} val tokens)",
-        "model": f"GPT-2 style, n_layer {gpt.n_layer}, n_head {gpt.n_head}, n_embd {gpt.n_embd}, block_size "
-                 f"{gpt.block_size}, vocabulary {vocab:,}{' (compacted to the ids the corpus uses)' if compact else ''}",
-        "budget": f"{train.steps:,} steps x {train.batch_size} x {gpt.block_size} = "
-                  f"{train.steps * train.batch_size * gpt.block_size:,} tokens per run; AdamW lr {train.lr:g} "
-                  f"(warmup {train.warmup_steps}, cosine to {train.min_lr:g}); val loss every {train.eval_every} steps "
-                  f"on {train.eval_steps} x {train.batch_size} fixed windows",
-        "seeds": ", ".join(map(str, spec.seeds)),
-    }
+    info = describe(args.config, args.machine, spec, data_dir)
 
     def report(results):
-        wall = sum(r["wall_s"] for r in results)
-        write_report(results, out, dict(info, wall_time=f"{wall:,.0f} s of training, compilation included, over {len(results)} runs"))
+        wall = f"{sum(r['wall_s'] for r in results):,.0f} s over {len(results)} runs, compilation included"
+        write_report(results, out, dict(info, wall_time=wall))
 
     results = run_ablation(spec, data_dir, out, show_progress=args.progress, on_result=report)
     report(results)

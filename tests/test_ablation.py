@@ -133,10 +133,24 @@ def test_other_settings_in_the_same_folder_are_refused(finished):
         ablation.run_ablation(_spec(steps=6), data, out, log=lambda s: None)
 
 
-def test_recipe_presets_have_matched_parameters():
+def _recipe():
     spec = importlib.util.spec_from_file_location("ablate_mlp_activation", RECIPE)
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
+    return recipe
+
+
+def test_recipe_rejects_bad_usage(finished, tmp_path, capsys):
+    data, _, _ = finished
+    for argv in (["--steps", "0"], ["--data", str(data), "--val", "v.txt"], ["--data", str(tmp_path / "none.txt")]):
+        with pytest.raises(SystemExit) as exit_info:
+            _recipe().main([*argv, "--out", str(tmp_path / "out")])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_recipe_presets_have_matched_parameters():
+    recipe = _recipe()
     for name, (gpt, _, compact) in recipe.CONFIGS.items():
         vocab = 7661 if compact else gpt.vocab_size
         counts = {a: ablation.param_counts(c) for a, c in ablation.run_configs(
