@@ -121,6 +121,7 @@ def test_init_from_gpt_copies_transformer_and_text_tables(model):
     np.testing.assert_array_equal(tts.text_embedding[30:], model.text_embedding[30:])
     np.testing.assert_array_equal(tts.text_pos[:16], gpt.wpe)
     np.testing.assert_array_equal(tts.transformer.blocks.mlp.c_fc.weight, gpt.transformer.blocks.mlp.c_fc.weight)
+    assert tts.transformer.config == model.transformer.config  # static settings stay the TTS's
     # a GPT trained on a compacted vocabulary: its row i is text id ids[i] (ids past the table dropped)
     ids = np.array([3, 7, 39] + list(range(100, 127)))
     mapped = init_from_gpt(model, gpt, ids)

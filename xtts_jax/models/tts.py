@@ -196,13 +196,20 @@ def init_from_gpt(model: TTS, gpt: GPT, token_ids=None) -> TTS:
     if (a.n_layer, a.n_embd, a.n_head, a.mlp_activation, a.bias) != (b.n_layer, b.n_embd, b.n_head, b.mlp_activation, b.bias):
         raise UserError(f"GPT checkpoint ({b.n_layer} layers, d {b.n_embd}, {b.n_head} heads) does not fit the TTS "
                         f"transformer ({a.n_layer} layers, d {a.n_embd}, {a.n_head} heads)")
+    # only the arrays: the TTS keeps its own static settings (dtype, scan, dropout)
+    params, static = eqx.partition(model.transformer, eqx.is_array)
+    dst, treedef = jax.tree.flatten(params)
+    src = jax.tree.leaves(eqx.filter(gpt.transformer, eqx.is_array))
+    if [x.shape for x in src] != [x.shape for x in dst]:
+        raise UserError("the GPT checkpoint's transformer parameters do not match the TTS transformer's shapes")
+    transformer = eqx.combine(jax.tree.unflatten(treedef, src), static)
     n_vocab = model.text_embedding.shape[0]
     ids = jnp.arange(b.vocab_size) if token_ids is None else jnp.asarray(token_ids)
     keep = ids < n_vocab
     text = model.text_embedding.at[jnp.where(keep, ids, n_vocab)].set(gpt.wte[: len(ids)], mode="drop")
     n_pos = min(model.text_pos.shape[0], gpt.wpe.shape[0])
     pos = model.text_pos.at[:n_pos].set(gpt.wpe[:n_pos])
-    return eqx.tree_at(lambda m: (m.transformer, m.text_embedding, m.text_pos), model, (gpt.transformer, text, pos))
+    return eqx.tree_at(lambda m: (m.transformer, m.text_embedding, m.text_pos), model, (transformer, text, pos))
 
 
 class TTSDecoder(eqx.Module):
