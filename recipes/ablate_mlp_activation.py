@@ -8,7 +8,7 @@ budget, same validation batches), and write ``results.md``, ``results.json`` and
 into ``--out``. Killed? Run the same command again: finished runs are skipped, the unfinished one
 resumes from its last checkpoint.
 
-    python recipes/ablate_mlp_activation.py                  # embedded corpus, 2 CPU cores, ~10 min
+    python recipes/ablate_mlp_activation.py                  # embedded corpus, 2 CPU cores, ~5 min
     python recipes/ablate_mlp_activation.py --config tinystories-cpu \\
         --data TinyStories-train.txt --val TinyStories-valid.txt --out runs/ablation_ts
     python recipes/ablate_mlp_activation.py --config tinystories-gpu --data data/tinystories --out runs/abl_gpu
@@ -35,7 +35,8 @@ from xtts_jax.train.optim import TrainConfig
 # name -> (GPT config, train config, compact vocabulary). Budgets are per run; an ablation is
 # 7 activations x 3 seeds = 21 runs.
 CONFIGS: dict[str, tuple[GPTConfig, TrainConfig, bool]] = {
-    # ~25 s per run on 2 busy CPU cores: the whole ablation in ~10 minutes.
+    # The whole ablation took 4 min 48 s on 2 CPU cores shared with other jobs (load ~6): each
+    # activation compiles once (~25 s), then a run is ~10 s of training.
     "cpu-embedded": (
         GPTConfig(n_layer=2, n_head=2, n_embd=96, block_size=64, scan_layers=False),
         TrainConfig(steps=150, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=15,

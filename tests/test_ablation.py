@@ -157,3 +157,10 @@ def test_recipe_presets_have_matched_parameters():
             AblationConfig(gpt, TrainConfig()), vocab).items()}
         ablation.check_matched(counts)  # raises past 1%
         assert len(counts) == 7, name
+
+
+def test_spec_round_trips_through_json():
+    spec = _spec()
+    assert AblationConfig.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    with pytest.raises(UserError, match="unknown"):
+        AblationConfig(spec.gpt, spec.train, ("gelu", "tanh"))
