@@ -132,18 +132,18 @@ class Conv1d(eqx.Module):
 
     def __init__(self, c_in, c_out, kernel, *, key, stride=1, padding=0, dilation=1, groups=1,
                  transposed=False, weight_norm=True, bias=True, std=0.01):
-        wkey, bkey = jax.random.split(key)
         shape = (c_in, c_out, kernel) if transposed else (c_out, c_in // groups, kernel)
         fan_in = c_in // groups * kernel
-        # std: Normal(0, std) as the generator's init_weights (0.01); None: torch's default conv init,
-        # U(+-1/sqrt(fan_in)), as the discriminators. gain = ||v|| so weight starts equal to v.
-        if std is None:
-            self.weight = jax.random.uniform(wkey, shape, minval=-1, maxval=1) / math.sqrt(fan_in)
-        else:
-            self.weight = std * jax.random.normal(wkey, shape)
+        # One draw per conv for weight and bias: on CPU each random op costs an XLA compile of its
+        # own (about a second on a busy 2-core machine), which made V1's init take a minute.
+        # std: Normal(0, std) as the generator's init_weights (0.01); None: torch's default conv
+        # init, whose U(+-1/sqrt(fan_in)) we match in variance with a normal (discriminators).
+        n = math.prod(shape)
+        draw = jax.random.normal(key, (n + c_out,))
+        scale = 1.0 / math.sqrt(3 * fan_in)
+        self.weight = draw[:n].reshape(shape) * (scale if std is None else std)
         self.gain = _norm(self.weight) if weight_norm else None
-        self.bias = (jax.random.uniform(bkey, (c_out,), minval=-1, maxval=1) / math.sqrt(fan_in)
-                     if bias else None)
+        self.bias = draw[n:] * scale if bias else None
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.groups, self.transposed = groups, transposed
 
