@@ -158,12 +158,14 @@ def log_mel_jax(
 
 def griffin_lim(
     log_mel_spec: np.ndarray, cfg: MelConfig = MelConfig(), n_iter: int = 32,
-    stats: MelStats | None = None, length: int | None = None,
+    stats: MelStats | None = None, length: int | None = None, seed: int | None = 0,
 ) -> np.ndarray:
     """Waveform ``[samples]`` float32 from a log-mel ``[n_mels, frames]`` with Griffin-Lim (librosa).
 
     The vocoder-free way to hear any mel, original or DVAE-reconstructed: the mel is undone with
-    a non-negative least-squares fit of the filter bank, then phase is estimated iteratively.
+    a non-negative least-squares fit of the filter bank, then phase is estimated iteratively from
+    an initial phase drawn with ``seed`` (None: librosa's unseeded draw), so the same mel gives the
+    same audio.
     """
     m = np.asarray(log_mel_spec, np.float32)
     if m.ndim != 2 or m.shape[0] != cfg.n_mels:
@@ -174,9 +176,12 @@ def griffin_lim(
     if length is not None:  # librosa needs exactly the frames a centred STFT of `length` has
         want = cfg.n_frames(length)
         m = np.pad(m[:, :want], ((0, 0), (0, max(want - m.shape[1], 0))), constant_values=np.log(LOG_CLAMP))
-    wave = librosa.feature.inverse.mel_to_audio(
-        np.exp(m), sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-        win_length=cfg.win_length, window="hann", center=True, pad_mode="reflect", power=2.0,
-        n_iter=n_iter, length=length, fmin=cfg.fmin, fmax=cfg.fmax, htk=cfg.htk, norm=cfg.norm,
+    stft = librosa.feature.inverse.mel_to_stft(
+        np.exp(m), sr=cfg.sample_rate, n_fft=cfg.n_fft, power=2.0, fmin=cfg.fmin, fmax=cfg.fmax,
+        htk=cfg.htk, norm=cfg.norm,
+    )
+    wave = librosa.griffinlim(
+        stft, n_iter=n_iter, hop_length=cfg.hop_length, win_length=cfg.win_length, n_fft=cfg.n_fft,
+        window="hann", center=True, pad_mode="reflect", length=length, random_state=seed,
     )
     return wave.astype(np.float32)

@@ -143,19 +143,6 @@ def _dvae_mel(dvae: DVAE, codes):
     return dvae.decode(codes)
 
 
-def _griffin_lim(mel: np.ndarray, vocoder: Vocoder) -> np.ndarray:
-    """Griffin-Lim with a fixed initial phase, so the same tokens give the same audio
-    (``audio.mel.griffin_lim`` starts from librosa's unseeded random phase)."""
-    import librosa
-
-    cfg = vocoder.mel
-    stft = librosa.feature.inverse.mel_to_stft(np.exp(mel), sr=cfg.sample_rate, n_fft=cfg.n_fft, power=2.0,
-                                               fmin=cfg.fmin, fmax=cfg.fmax, htk=cfg.htk, norm=cfg.norm)
-    wave = librosa.griffinlim(stft, n_iter=vocoder.n_iter, hop_length=cfg.hop_length, win_length=cfg.win_length,
-                              n_fft=cfg.n_fft, window="hann", center=True, pad_mode="reflect", random_state=0)
-    return wave.astype(np.float32)
-
-
 @dataclasses.dataclass
 class Synthesizer:
     model: TTS
@@ -205,9 +192,7 @@ class Synthesizer:
         if self.dvae.cfg.mel_stats is not None:  # the decoders take the plain log-mel
             mean, std = self.dvae.cfg.mel_stats.arrays()
             mel = mel * std + mean
-        if self.vocoder.backend == "griffinlim":
-            return _griffin_lim(mel, self.vocoder)
-        return self.vocoder.decode(mel, speaker)
+        return self.vocoder.decode(mel, speaker)  # Griffin-Lim's initial phase is seeded: same tokens, same audio
 
     def synthesize(self, texts: Sequence[str], conds: Sequence[np.ndarray], key, sampling: SamplingConfig,
                    batch_size: int = 8, speaker: np.ndarray | None = None, progress=None) -> list[np.ndarray]:
