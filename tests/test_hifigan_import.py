@@ -8,6 +8,8 @@ original repos save it, and read back through our converter.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import warnings
 
 import jax
@@ -196,3 +198,19 @@ def test_import_rejects_mismatched_config(tmp_path):
         load_hifigan_generator(tmp_path / "missing", TINY1)
     with pytest.raises(UserError, match="no config given"):
         load_hifigan_generator(path)
+
+
+def test_original_config_json_beside_the_checkpoint(tmp_path):
+    ref = _randomise(TorchGenerator(TINY1, "old"), seed=3)
+    torch.save({"generator": ref.state_dict()}, tmp_path / "g_00100000")
+    # the original repo's config_v1.json fields, plus training keys the importer ignores
+    (tmp_path / "config.json").write_text(json.dumps({
+        "resblock": "1", "num_mels": 8, "sampling_rate": 16000, "batch_size": 16, "learning_rate": 2e-4,
+        "upsample_rates": [4, 2], "upsample_kernel_sizes": [8, 4], "upsample_initial_channel": 16,
+        "resblock_kernel_sizes": [3, 5], "resblock_dilation_sizes": [[1, 3, 5], [1, 2, 3]]}))
+    model = load_hifigan_generator(tmp_path / "g_00100000")
+    assert model.config == dataclasses.replace(TINY1, sample_rate=16000)
+    mel = np.random.default_rng(3).standard_normal((1, 8, 6)).astype(np.float32)
+    with torch.no_grad():
+        want = ref(torch.from_numpy(mel))[:, 0].numpy()
+    np.testing.assert_allclose(np.asarray(_generate(model, jnp.asarray(mel))), want, atol=1e-4, rtol=0)

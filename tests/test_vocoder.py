@@ -114,3 +114,20 @@ def test_bad_sources_are_clear_errors(tmp_path):
     pytest.importorskip("torch")
     with pytest.raises(UserError, match="cannot read"):
         load_vocoder(junk, config=MEL)
+
+
+def test_xtts_model_pth_is_recognised_by_its_keys(tmp_path):
+    torch = pytest.importorskip("torch")
+    from xtts_jax.train.checkpoint import flatten
+
+    gen = _generator(LATENT, seed=3)
+    # plain (weight-norm-removed) tensors under XTTS-v2's key names, beside other parts of model.pth
+    state = {"hifigan_decoder.waveform_decoder." + k: torch.from_numpy(np.array(v)) for k, v in flatten(gen).items()}
+    state["gpt.ln_f.weight"] = torch.ones(4)
+    path = tmp_path / "model.pth"
+    torch.save({"model": state}, path)
+    voc = load_vocoder(path, config=LATENT)
+    assert (voc.features, voc.speaker_dim, voc.sample_rate) == ("gpt_latents", 6, 24000)
+    latents = np.random.default_rng(4).standard_normal((5, 12)).astype(np.float32)
+    speaker = np.ones(6, np.float32)
+    np.testing.assert_allclose(voc.decode(latents, speaker), Vocoder.hifigan(gen).decode(latents, speaker), atol=1e-6)
