@@ -49,6 +49,10 @@ class DVAETask:
     def to_dict(self) -> dict:
         return {"dvae": self.config.to_dict()}
 
+    def tokens_in_batch(self, shape: tuple[int, ...]) -> int:
+        """Audio tokens (one per ``downsample`` mel frames) in a waveform batch: the trainer's tokens/s."""
+        return shape[0] * (shape[-1] // (self.config.mel.hop_length * self.config.downsample))
+
     def _mels(self, wave: jax.Array) -> tuple[jax.Array, jax.Array]:
         cfg = self.config
         frames = wave.shape[-1] // cfg.mel.hop_length  # drop the centred STFT's extra last frame

@@ -153,6 +153,10 @@ class TTSTask:
         return {"tts": self.config.to_dict(), "text_width": self.text_width, "audio_width": self.audio_width,
                 "ref_frames": self.ref_frames}
 
+    def tokens_in_batch(self, shape: tuple[int, ...]) -> int:
+        """Audio token slots per batch (padding included): the trainer's tokens/s."""
+        return shape[0] * self.audio_width
+
     def unpack(self, batch: jax.Array):
         tw, aw = self.text_width, self.audio_width
         ints = lambda a: jnp.round(a).astype(jnp.int32)  # noqa: E731

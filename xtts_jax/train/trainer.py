@@ -2,7 +2,7 @@
 
 A Task brings ``init_model(key)`` and ``loss(model, batch, key) -> (loss, metrics)``; optionally
 ``logical_axes(model)`` (sharding names), ``flops_per_token(seq_len)`` (for MFU),
-``sample(model, key) -> list[str]``, ``to_dict()`` (saved with checkpoints), ``optimizer(cfg, model,
+``tokens_in_batch(batch_shape)`` (what tokens/s counts), ``sample(model, key) -> list[str]``, ``to_dict()`` (saved with checkpoints), ``optimizer(cfg, model,
 logical)`` and a pure ``train_step(state, batch, key, *, static, optimizer) -> (state, metrics)``
 for training that one gradient step does not describe (GANs). The state is a dict of arrays:
 ``params`` (the model's arrays), ``opt_state``, ``step`` and ``key``. One jitted step, state
@@ -208,7 +208,11 @@ class Trainer:
             values = {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
             now = time.perf_counter()
             seq_len = batch_shape[-1] - 1 if len(batch_shape) == 2 else batch_shape[-1]
-            values["tokens_per_s"] = len(pending) * cfg.batch_size * seq_len / (now - self._t_last)
+            # What tokens/s counts: the task's own unit (audio tokens, mel frames) where it says,
+            # else the next-token targets of [B, T + 1] LM windows.
+            count = getattr(self.task, "tokens_in_batch", None)
+            tokens = count(batch_shape) if count else cfg.batch_size * seq_len
+            values["tokens_per_s"] = len(pending) * tokens / (now - self._t_last)
             flops = getattr(self.task, "flops_per_token", None)
             if flops and cfg.peak_flops > 0:
                 values["mfu"] = flops(seq_len) * values["tokens_per_s"] / (cfg.peak_flops * jax.device_count())
