@@ -4,11 +4,12 @@ A Task brings ``init_model(key)`` and ``loss(model, batch, key) -> (loss, metric
 ``logical_axes(model)`` (sharding names), ``flops_per_token(seq_len)`` (for MFU),
 ``tokens_in_batch(batch_shape)`` (what tokens/s counts), ``sample(model, key) -> list[str]``,
 ``to_dict()`` (saved with checkpoints), ``optimizer(cfg, model, logical)`` and a pure
-``train_step(state, batch, key, *, static, optimizer) -> (state, metrics)`` for training that one gradient step does not describe (GANs). The state is a dict of arrays:
-``params`` (the model's arrays), ``opt_state``, ``step`` and ``key``. One jitted step, state
-donated; metrics stay on device until every ``log_every`` steps. Batches come from
-``train_data(step)``, a pure function returning this process's rows, so resuming at step s sees
-exactly the batches an uninterrupted run would have seen.
+``train_step(state, batch, key, *, static, optimizer) -> (state, metrics)`` for training that one
+gradient step does not describe (GANs). The state is a dict of arrays: ``params`` (the model's
+arrays), ``opt_state``, ``step`` and ``key``. One jitted step, state donated; metrics stay on device
+until every ``log_every`` steps. Batches come from ``train_data(step)``, a pure function returning
+this process's rows, so resuming at step s sees exactly the batches an uninterrupted run would have
+seen.
 """
 
 from __future__ import annotations
