@@ -68,6 +68,10 @@ class HifiganTask:
         return HifiganGAN(HifiganGenerator(self.gen_config, key=gkey),
                           disc.HifiganDiscriminators(self.disc_config, key=dkey))
 
+    def tokens_in_batch(self, shape: tuple[int, ...]) -> int:
+        """Mel frames rendered per batch: what the trainer's tokens/s counts for the vocoder."""
+        return shape[0] * (shape[-1] // self.mel.hop_length)
+
     def to_dict(self) -> dict:
         return {"generator": self.gen_config.to_dict(), "discriminator": dataclasses.asdict(self.disc_config),
                 "mel": dataclasses.asdict(self.mel)}
