@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import equinox as eqx
@@ -24,21 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchlib import timed  # noqa: E402
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
 from xtts_jax.inference.sampling import SamplingConfig, _generate, pad_prompts  # noqa: E402
 from xtts_jax.inference.tts import XTTS_SAMPLING, random_tts  # noqa: E402
 from xtts_jax.models.tts import TTS, TTSDecoder, get_config  # noqa: E402
-
-
-def timed(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up (compile) run."""
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench(model: TTS, batch: int, text_tokens: int, new_tokens: int, repeats: int) -> float:

@@ -33,6 +33,7 @@ from xtts_jax.errors import UserError, run_cli
 from xtts_jax.models.dvae import (
     DVAE, PRESETS, DVAEConfig, codebook_stats, dvae_loss, dvae_mel, save_dvae, update_codebook,
 )
+from xtts_jax.train.data import WaveSegments
 from xtts_jax.train.optim import TrainConfig
 
 
@@ -79,25 +80,6 @@ class DVAETask:
                    "grad_norm": optax.tree.norm(grads), **stats}
         new = {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1, "key": state["key"]}
         return new, metrics
-
-
-class WaveSegments:
-    """Random fixed-length segments of a corpus; batch ``step`` depends only on (seed, step)."""
-
-    def __init__(self, waves: list[np.ndarray], batch_size: int, segment: int, seed: int):
-        if not waves:
-            raise UserError("no usable audio in the dataset.")
-        self.waves, self.batch_size, self.segment, self.seed = waves, batch_size, segment, seed
-
-    def __call__(self, step: int) -> np.ndarray:
-        rng = np.random.default_rng((self.seed, step))
-        out = np.zeros((self.batch_size, self.segment), np.float32)
-        for row in range(self.batch_size):
-            w = self.waves[rng.integers(len(self.waves))]
-            start = rng.integers(max(len(w) - self.segment, 0) + 1)
-            piece = w[start : start + self.segment]
-            out[row, : len(piece)] = piece  # short utterances end in digital silence
-        return out
 
 
 def load_splits(data: Path, eval_data: Path | None, seed: int) -> tuple[list, list]:

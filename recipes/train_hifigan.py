@@ -31,6 +31,7 @@ from xtts_jax.audio.mel import MelConfig, griffin_lim, log_mel, log_mel_jax
 from xtts_jax.errors import UserError, run_cli
 from xtts_jax.models import hifigan_discriminators as disc
 from xtts_jax.models.hifigan import HifiganConfig, HifiganGenerator, fold_weight_norm, preset
+from xtts_jax.train.data import WaveSegments
 from xtts_jax.train.optim import TrainConfig, make_optimizer
 
 
@@ -169,25 +170,6 @@ def plot_mels(path: str, real: np.ndarray, generated: np.ndarray) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-class WaveSegments:
-    """Random fixed-length segments of a corpus; batch ``step`` depends only on (seed, step)."""
-
-    def __init__(self, waves: list[np.ndarray], batch_size: int, segment: int, seed: int):
-        if not waves:
-            raise UserError("no usable audio in the dataset.")
-        self.waves, self.batch_size, self.segment, self.seed = waves, batch_size, segment, seed
-
-    def __call__(self, step: int) -> np.ndarray:
-        rng = np.random.default_rng((self.seed, step))
-        out = np.zeros((self.batch_size, self.segment), np.float32)
-        for row in range(self.batch_size):
-            w = self.waves[rng.integers(len(self.waves))]
-            start = rng.integers(max(len(w) - self.segment, 0) + 1)
-            piece = w[start: start + self.segment]
-            out[row, : len(piece)] = piece  # short utterances are zero-padded, as the reference
-        return out
 
 
 def _manifest(data: Path, name: str) -> Path:

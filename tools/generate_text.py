@@ -9,7 +9,6 @@ The whole decode loop runs in one jit with a KV cache (xtts_jax/inference/sampli
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,19 +28,18 @@ def load_lm(args):
 
         model = load_hf_gpt2(args.hf)
         return model, LMTask(model.config)
-    from xtts_jax.train.checkpoint import load_safetensors, read_safetensors_metadata
+    import equinox as eqx
+
+    from xtts_jax.train.checkpoint import load_safetensors, read_model_config
 
     path = Path(args.checkpoint)
     if path.is_dir():
         path = path / "model.safetensors"
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    try:
-        config = json.loads(read_safetensors_metadata(str(path))["config"])
-        task = LMTask.from_dict(config["task"])
-    except (KeyError, TypeError, json.JSONDecodeError):
-        raise UserError(f"{path} carries no language-model config; export it with the trainer (recipes/tinystories_pretrain.py)")
-    return load_safetensors(task.init_model(jax.random.key(0)), str(path)), task
+    config = read_model_config(str(path), "config", "language-model")
+    if not isinstance(config.get("task"), dict) or "gpt" not in config["task"]:
+        raise UserError(f"{path} is not a language-model export (recipes/tinystories_pretrain.py writes one)")
+    task = LMTask.from_dict(config["task"])
+    return load_safetensors(eqx.filter_eval_shape(task.init_model, jax.random.key(0)), str(path)), task
 
 
 @run_cli

@@ -9,7 +9,6 @@ all their sentences are sampled together in one batch; each row stops on its own
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -39,21 +38,10 @@ def save_tts(model: TTS, path: str, metadata: dict | None = None) -> None:
 
 
 def load_tts(path: str | Path) -> TTS:
-    from xtts_jax.train.checkpoint import load_safetensors, read_safetensors_metadata
+    from xtts_jax.train.checkpoint import load_safetensors, read_model_config
 
-    path = str(path)
-    if not Path(path).is_file():
-        raise UserError(f"TTS checkpoint {path} does not exist")
-    try:
-        meta = read_safetensors_metadata(path)
-    except Exception:
-        raise UserError(f"{path} is not a safetensors file") from None
-    if "tts" not in meta:
-        raise UserError(f"{path} holds no TTS config (metadata key 'tts')")
-    cfg = TTSConfig.from_dict(json.loads(meta["tts"]))
-    skeleton = eqx.filter_eval_shape(lambda: TTS(cfg, key=jax.random.key(0)))
-    skeleton = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype) if isinstance(s, jax.ShapeDtypeStruct) else s, skeleton)
-    return load_safetensors(skeleton, path)
+    cfg = TTSConfig.from_dict(read_model_config(str(path), "tts", "TTS"))
+    return load_safetensors(eqx.filter_eval_shape(lambda: TTS(cfg, key=jax.random.key(0))), str(path))
 
 
 def random_tts(cfg: TTSConfig, seed: int = 0, std: float = 0.02) -> TTS:

@@ -15,7 +15,6 @@ with ``eqx.tree_at`` (:func:`update_codebook` does all three).
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import equinox as eqx
 import jax
@@ -293,16 +292,10 @@ def save_dvae(model: DVAE, path: str) -> None:
 
 def load_dvae(path: str) -> DVAE:
     """A DVAE saved by :func:`save_dvae` or exported by ``recipes/train_dvae.py``."""
-    from xtts_jax.train.checkpoint import load_safetensors, read_safetensors_metadata
+    from xtts_jax.train.checkpoint import load_safetensors, read_model_config
 
-    try:
-        meta = read_safetensors_metadata(path)
-    except Exception:
-        raise UserError(f"{path} is not a safetensors file.") from None
-    if "dvae" not in meta:
-        raise UserError(f"{path} holds no DVAE config (metadata key 'dvae'); was it written by train_dvae?")
-    cfg = DVAEConfig.from_dict(json.loads(meta["dvae"]))
-    return load_safetensors(DVAE(cfg, jax.random.key(0)), path)
+    cfg = DVAEConfig.from_dict(read_model_config(path, "dvae", "DVAE"))
+    return load_safetensors(eqx.filter_eval_shape(lambda: DVAE(cfg, jax.random.key(0))), path)
 
 
 def pad_frames(mel: Float[Array, "n_mels frames"], multiple: int, value: float) -> Float[Array, "n_mels padded"]:

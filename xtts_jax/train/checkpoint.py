@@ -133,14 +133,19 @@ def export_safetensors(model: eqx.Module, path: str, metadata: dict | None = Non
         os.replace(tmp, path)  # readers never see a half-written file
 
 
+def _is_leaf_array(x) -> bool:
+    return eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
+
+
 def load_safetensors(model: eqx.Module, path: str) -> eqx.Module:
-    """``model`` with its arrays replaced by those in ``path``; names and shapes must match."""
+    """``model`` with its arrays replaced by those in ``path``; names and shapes must match.
+    ``model`` may be abstract (``eqx.filter_eval_shape``), so loading costs no random init."""
     from safetensors.numpy import load_file
 
     if not os.path.exists(path):
         raise UserError(f"weights file {path} does not exist")
     loaded = load_file(path)
-    params, static = eqx.partition(model, eqx.is_array)
+    params, static = eqx.partition(model, _is_leaf_array)
     want = flatten(params)
     for name, x in want.items():
         if name not in loaded or loaded[name].shape != x.shape:
@@ -148,6 +153,23 @@ def load_safetensors(model: eqx.Module, path: str) -> eqx.Module:
             raise UserError(f"{path} does not fit this model: {name} needs shape {x.shape}, file has {got}")
     flat = {k: jax.numpy.asarray(loaded[k], dtype=x.dtype) for k, x in want.items()}
     return eqx.combine(unflatten(params, flat), static)
+
+
+def read_model_config(path: str, key: str, what: str) -> dict:
+    """The JSON config stored under metadata ``key`` of an exported safetensors file; a missing
+    file, a file that is not safetensors, or one without that key is a one-line error naming ``what``."""
+    if not os.path.isfile(path):
+        raise UserError(f"{what} checkpoint {path} does not exist")
+    try:
+        meta = read_safetensors_metadata(path)
+    except Exception:
+        raise UserError(f"{path} is not a safetensors file") from None
+    if key not in meta:
+        raise UserError(f"{path} holds no {what} config (metadata key {key!r})")
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError:
+        raise UserError(f"{path} has an unreadable {what} config in its metadata") from None
 
 
 def read_safetensors_metadata(path: str) -> dict:

@@ -158,3 +158,23 @@ class Prefetcher:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class WaveSegments:
+    """Random fixed-length waveform segments ``[batch, segment]`` of a corpus (DVAE, vocoder training);
+    batch ``step`` depends only on (seed, step), as ``TokenDataset.batch``."""
+
+    def __init__(self, waves: list[np.ndarray], batch_size: int, segment: int, seed: int):
+        if not waves:
+            raise UserError("no usable audio in the dataset.")
+        self.waves, self.batch_size, self.segment, self.seed = waves, batch_size, segment, seed
+
+    def __call__(self, step: int) -> np.ndarray:
+        rng = np.random.default_rng((self.seed, step))
+        out = np.zeros((self.batch_size, self.segment), np.float32)
+        for row in range(self.batch_size):
+            w = self.waves[rng.integers(len(self.waves))]
+            start = rng.integers(max(len(w) - self.segment, 0) + 1)
+            piece = w[start : start + self.segment]
+            out[row, : len(piece)] = piece  # short utterances end in digital silence
+        return out
