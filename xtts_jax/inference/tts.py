@@ -235,6 +235,12 @@ class Synthesizer:
 
 
 @eqx.filter_jit
+def _prefill(dec: TTSDecoder, prompt, max_len: int):
+    """Jitted once per (prompt length, cache length), not once per call as a fresh lambda would be."""
+    return dec.prefill(prompt, max_len)
+
+
+@eqx.filter_jit
 def _decode_chunk(dec: TTSDecoder, state: dict, cfg: SamplingConfig, n: int):
     """``n`` sampling steps of one row from a carried state (cache, logits, pos, seen, key, done)."""
     stop = dec.model.config.audio_stop_token
@@ -260,7 +266,7 @@ def stream_codes(model: TTS, cond: np.ndarray, text: list[int], key, sampling: S
     dec = TTSDecoder(model, jnp.asarray(cond))
     prompt = jnp.asarray(dec.prompt(range(len(cond)), text), jnp.int32)
     n_new = -(-sampling.max_new_tokens // chunk_tokens) * chunk_tokens
-    logits, cache = eqx.filter_jit(lambda d, p: d.prefill(p, p.shape[0] + n_new))(dec, prompt)
+    logits, cache = _prefill(dec, prompt, prompt.shape[0] + n_new)
     state = dict(cache=cache, logits=logits[-1], pos=jnp.int32(prompt.shape[0]),
                  seen=jnp.zeros(cfg.audio_vocab_size, bool), key=key, done=jnp.bool_(False))
     sampling = dataclasses.replace(sampling, stop_token=cfg.audio_stop_token)
