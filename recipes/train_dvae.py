@@ -9,7 +9,7 @@ L1 on held-out audio is the eval loss. At the end: held-out mel L1, codebook per
 over the corpus's tokens, Griffin-Lim wavs of one held-out utterance (original mel and DVAE
 reconstruction), and ``dvae.safetensors`` with its config for ``tools/encode_audio.py``.
 
-    python recipes/train_dvae.py --data /work/shared/speech_corpus --preset xtts-v2 --steps 20000
+    python recipes/train_dvae.py --data data/speech --preset xtts-v2 --steps 20000
 """
 
 from __future__ import annotations

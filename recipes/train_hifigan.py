@@ -8,7 +8,7 @@ AdamW, betas 0.8/0.99, lr 2e-4). Held-out mel L1 is the eval loss; at each eval 
 its mel plot land in ``out/samples``. At the end the folded generator is exported with its
 configs (``generator.safetensors``), and held-out mel L1 is compared with Griffin-Lim's.
 
-    python recipes/train_hifigan.py --data /work/shared/speech_corpus --preset v1 --steps 20000
+    python recipes/train_hifigan.py --data data/speech --preset v1 --steps 20000
 """
 
 from __future__ import annotations

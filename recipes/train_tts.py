@@ -14,7 +14,7 @@ wav of a held-out sentence (sampled tokens -> DVAE -> Griffin-Lim). At the end: 
 works. A batch row is float32 (token ids are exact in float32): ``[text_len, audio_len, text...,
 audio..., reference mel...]``, so the data stay one plain array, as the trainer wants.
 
-    python recipes/train_tts.py --tokens /work/shared/speech_corpus/tokens_dvae_cpu/train --preset small
+    python recipes/train_tts.py --tokens data/speech/tokens/train --preset small
 """
 
 from __future__ import annotations

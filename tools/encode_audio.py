@@ -1,7 +1,7 @@
 """Turn a speech manifest into DVAE audio tokens for TTS training.
 
     python tools/encode_audio.py --dvae runs/dvae/dvae.safetensors \\
-        --data /work/shared/speech_corpus/train.jsonl --out data/tokens/train
+        --data data/speech/train.jsonl --out data/tokens/train
 
 writes ``OUT.bin`` (every utterance's tokens, uint16, one after another), ``OUT.jsonl`` (one row per
 utterance: audio_path, text, speaker, offset, length) and ``OUT.json`` (the DVAE config with its
