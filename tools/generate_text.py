@@ -57,27 +57,16 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    from xtts_jax.inference.sampling import SamplingConfig, generate
-
     model, task = load_lm(args)
-    prompts = args.prompt or ["Once upon a time"]
-    ids = [task.encode(text).tolist() for text in prompts]
-    if any(len(i) == 0 for i in ids):
-        raise UserError("a prompt encodes to no known tokens; give some text")
-    room = model.config.block_size - max(len(i) for i in ids)
-    if room < 1:
-        raise UserError(f"the longest prompt fills the model's {model.config.block_size} positions")
-    cfg = SamplingConfig(temperature=args.temperature, top_k=min(args.top_k, model.config.vocab_size),
-                         top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                         max_new_tokens=min(args.max_new_tokens, room), stop_token=task._eot_id())
     start = time.perf_counter()
-    rows = generate(model, ids, jax.random.key(args.seed), cfg)
+    texts = task.sample(model, jax.random.key(args.seed), args.prompt or ["Once upon a time"],
+                        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                        top_p=args.top_p, repetition_penalty=args.repetition_penalty)
     seconds = time.perf_counter() - start
-    for text, row in zip(prompts, rows):
-        print(text + task.decode(row))
+    for text in texts:
+        print(text)
         print("-" * 40)
-    n = sum(len(r) for r in rows)
-    print(f"{n} tokens in {seconds:.2f} s (first call includes compilation)", file=sys.stderr)
+    print(f"sampled in {seconds:.2f} s (the first call includes compilation)", file=sys.stderr)
     return 0
 
 

@@ -154,20 +154,26 @@ class LMTask:
         return decode([int(i) for i in (ids if self.vocab is None else self.vocab.to_gpt2(ids))])
 
     def sample(self, model: GPT, key: PRNGKeyArray, prompts: Sequence[str] | None = None,
-               max_new_tokens: int = 64, temperature: float = 0.8, top_k: int = 40) -> list[str]:
+               max_new_tokens: int = 64, temperature: float = 0.8, top_k: int = 40, top_p: float = 1.0,
+               repetition_penalty: float = 1.0) -> list[str]:
         """Continue each prompt with the KV-cache sampler (one jit for the batch); stops at
         ``<|endoftext|>``. Returns prompt + continuation texts."""
         from xtts_jax.inference.sampling import SamplingConfig, generate
 
         prompts = list(self.prompts if prompts is None else prompts)
         ids = [self.encode(p) for p in prompts]
+        if any(len(i) == 0 for i in ids):
+            raise UserError("a prompt encodes to no known tokens; give some text")
         room = self.config.block_size - max(len(i) for i in ids)
-        cfg = SamplingConfig(temperature=temperature, top_k=min(top_k, self.config.vocab_size),
-                             max_new_tokens=max(1, min(max_new_tokens, room)), stop_token=self._eot_id())
+        if room < 1:
+            raise UserError(f"the longest prompt fills the model's {self.config.block_size} positions")
+        cfg = SamplingConfig(temperature=temperature, top_k=min(top_k, self.config.vocab_size), top_p=top_p,
+                             repetition_penalty=repetition_penalty, max_new_tokens=min(max_new_tokens, room),
+                             stop_token=self.eot_id())
         new = generate(model, [list(map(int, i)) for i in ids], key, cfg)
         return [p + self.decode(n) for p, n in zip(prompts, new)]
 
-    def _eot_id(self) -> int | None:
+    def eot_id(self) -> int | None:
         from xtts_jax.text.tokenizer import EOT_ID
 
         if self.vocab is None:
