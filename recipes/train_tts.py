@@ -78,6 +78,17 @@ def load_split(stem: str, cfg: tts_lib.TTSConfig, ref_frames: int, limit: int | 
     return out
 
 
+def corpus_text_ids(stem: str, limit: int | None) -> set[int]:
+    """Every GPT-2 id the sentences of STEM.jsonl use (the first ``limit`` rows)."""
+    from xtts_jax.text import tokenizer
+
+    path = Path(str(stem) + ".jsonl")
+    if not path.is_file():
+        raise UserError(f"token files {path} do not exist; write them with tools/encode_audio.py")
+    rows = [json.loads(line) for line in open(path) if line.strip()][:limit]
+    return {i for r in rows for i in tokenizer.encode(r["text"], allow_eot=False)}
+
+
 class Batches:
     """Rows of ``split`` for a step: pure in (seed, step), this process's share of the global batch."""
 
@@ -204,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-tokens", help="held-out stem (default: eval beside --tokens)")
     ap.add_argument("--dvae", help="dvae.safetensors (default: the one STEM.json names)")
     ap.add_argument("--preset", default="small", choices=sorted(tts_lib.PRESETS))
+    ap.add_argument("--text-vocab", default="gpt2", choices=["gpt2", "corpus"],
+                    help="text table: all 50,257 GPT-2 ids, or only those the training sentences use "
+                    "(a small demo model; other words are then refused with a clear error)")
     ap.add_argument("--init-gpt", help="a Hugging Face GPT-2 folder or a text LM run's model.safetensors "
                     "whose blocks and text tables start the model")
     ap.add_argument("--out", default="runs/tts")
@@ -227,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"DVAE weights {dvae_path} not found; pass --dvae")
     dvae = load_dvae(dvae_path)
     cfg = dataclasses.replace(tts_lib.get_config(args.preset), num_audio_codes=dvae.cfg.num_tokens)
+    if args.text_vocab == "corpus":
+        cfg = tts_lib.with_text_vocab(cfg, corpus_text_ids(args.tokens, args.max_utterances))
+        print(f"compact text vocabulary: {cfg.text_vocab_size} GPT-2 ids")
     ref_frames = MelConfig().n_frames(int(args.ref_seconds * MelConfig().sample_rate))
     train = load_split(args.tokens, cfg, ref_frames, args.max_utterances)
     held = load_split(args.eval_tokens or str(Path(args.tokens).with_name("eval")), cfg, ref_frames, 200)

@@ -50,6 +50,26 @@ def test_sentences_and_text_tokens(synth):
         synth.synthesize(["Fine.", "  "], [None, None], jax.random.key(0), GREEDY)
 
 
+def test_compact_text_vocab_maps_and_refuses_unknown_words():
+    from xtts_jax.models.tts import TTSConfig, with_text_vocab
+    from xtts_jax.text import tokenizer
+
+    ids = tokenizer.encode("The cat sat on the mat.")
+    cfg = with_text_vocab(get_config("tiny"), ids)
+    assert cfg.text_vocab == tuple(sorted(set(ids) | {tokenizer.EOT_ID}))
+    assert cfg.text_vocab_size == len(cfg.text_vocab)
+    assert cfg.text_vocab[cfg.text_start_token] == tokenizer.EOT_ID == cfg.text_vocab[cfg.text_stop_token]
+    row = P.text_tokens("The mat sat.", cfg)
+    # renumbered rows map back to exactly the BPE ids of the sentence
+    assert [cfg.text_vocab[i] for i in row[1:-1]] == tokenizer.encode("The mat sat.")
+    assert max(row) < cfg.text_vocab_size
+    with pytest.raises(UserError, match="lacks 'dog'"):
+        P.text_tokens("The dog sat.", cfg)
+    assert TTSConfig.from_dict(cfg.to_dict()) == cfg  # the list survives the JSON metadata
+    with pytest.raises(UserError, match="text_vocab lists"):
+        dataclasses.replace(cfg, text_vocab=cfg.text_vocab[:-1])
+
+
 def test_batched_synthesis_equals_one_at_a_time(synth, conds):
     texts = ["The cat sat. It was warm outside today!", "Yes."]
     key = jax.random.key(0)

@@ -25,6 +25,7 @@ from xtts_jax.models.conditioning import condition_from_chunks, reference_chunks
 from xtts_jax.models.dvae import DVAE
 from xtts_jax.models.tts import TTS, TTSConfig, TTSDecoder
 from xtts_jax.text import tokenizer
+from xtts_jax.text.vocab import VocabMap
 
 # XTTS-v2's inference defaults (repetition penalty over the generated audio tokens only)
 XTTS_SAMPLING = dict(temperature=0.75, top_k=50, top_p=0.85, repetition_penalty=10.0, penalize_prompt=False)
@@ -111,9 +112,18 @@ def split_sentences(text: str) -> list[str]:
 
 
 def text_tokens(sentence: str, cfg: TTSConfig) -> list[int]:
-    """``[start, BPE..., stop]`` for one sentence, or a UserError if it cannot fit the text positions."""
+    """``[start, BPE..., stop]`` for one sentence (renumbered into ``cfg.text_vocab`` when the model
+    has a compact table), or a UserError if a token is unknown or it cannot fit the text positions."""
     ids = tokenizer.encode(sentence, allow_eot=False)
-    if any(i >= cfg.text_vocab_size for i in ids):
+    if cfg.text_vocab:
+        vocab = VocabMap(cfg.text_vocab)
+        known = set(vocab.ids)
+        if unknown := [i for i in ids if i not in known]:
+            words = ", ".join(repr(tokenizer.decode([i]).strip()) for i in dict.fromkeys(unknown))
+            raise UserError(f"this model's {len(known)}-token text vocabulary lacks {words} "
+                            f"(in {sentence[:40]!r}); use the words of the corpus it was trained on")
+        ids = vocab.to_compact(np.asarray(ids, np.int64)).tolist()
+    elif any(i >= cfg.text_vocab_size for i in ids):
         raise UserError(f"the text {sentence[:40]!r} has tokens outside this model's {cfg.text_vocab_size}-token vocabulary")
     if len(ids) + 2 > cfg.text_positions:
         raise UserError(f"a sentence of {len(ids)} tokens is longer than the model's {cfg.text_positions - 2}: "
@@ -129,6 +139,18 @@ def _latents(model: TTS, cond, text, audio):
 @eqx.filter_jit
 def _dvae_mel(dvae: DVAE, codes):
     return dvae.decode(codes)
+
+
+def render_dvae_codes(dvae: DVAE, vocoder: Vocoder, codes: Sequence[int], speaker: np.ndarray | None = None) -> np.ndarray:
+    """Waveform of DVAE codes: the DVAE decoder's log-mel through a mel ``vocoder``."""
+    n = len(codes)
+    padded = np.zeros(-(-n // 16) * 16, np.int32)  # a few lengths, a few compiles
+    padded[:n] = codes
+    mel = np.asarray(_dvae_mel(dvae, jnp.asarray(padded)))[:, : n * dvae.cfg.downsample]
+    if dvae.cfg.mel_stats is not None:  # the decoders take the plain log-mel
+        mean, std = dvae.cfg.mel_stats.arrays()
+        mel = mel * std + mean
+    return vocoder.decode(mel, speaker)  # Griffin-Lim's initial phase is seeded: same tokens, same audio
 
 
 @dataclasses.dataclass
@@ -173,14 +195,7 @@ class Synthesizer:
             audio = jnp.asarray([self.model.config.audio_start_token, *codes], jnp.int32)
             lat = np.asarray(_latents(self.model, jnp.asarray(cond), jnp.asarray(text, jnp.int32), audio))
             return self.vocoder.decode(lat, speaker)
-        n = len(codes)
-        padded = np.zeros(-(-n // 16) * 16, np.int32)  # a few lengths, a few compiles
-        padded[:n] = codes
-        mel = np.asarray(_dvae_mel(self.dvae, jnp.asarray(padded)))[:, : n * self.dvae.cfg.downsample]
-        if self.dvae.cfg.mel_stats is not None:  # the decoders take the plain log-mel
-            mean, std = self.dvae.cfg.mel_stats.arrays()
-            mel = mel * std + mean
-        return self.vocoder.decode(mel, speaker)  # Griffin-Lim's initial phase is seeded: same tokens, same audio
+        return render_dvae_codes(self.dvae, self.vocoder, codes, speaker)
 
     def synthesize(self, texts: Sequence[str], conds: Sequence[np.ndarray], key, sampling: SamplingConfig,
                    batch_size: int = 8, speaker: np.ndarray | None = None, progress=None) -> list[np.ndarray]:

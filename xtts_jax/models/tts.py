@@ -38,6 +38,9 @@ class TTSConfig:
     text_vocab_size: int = VOCAB_SIZE  # GPT-2 BPE; XTTS-v2's own tokenizer has 6,681
     text_start_token: int = EOT_ID  # XTTS-v2: 261
     text_stop_token: int = EOT_ID  # XTTS-v2: 0
+    # Compact vocabulary: the GPT-2 ids of the text table's rows (``text.vocab.VocabMap``), so a
+    # demo trained on a narrow corpus carries a few hundred rows; empty: row i is GPT-2 id i.
+    text_vocab: tuple[int, ...] = ()
     # Table sizes. XTTS-v2 sizes them gpt_max_text_tokens 402 + 2 and gpt_max_audio_tokens 605 + 3.
     text_positions: int = 404
     audio_positions: int = 608
@@ -49,6 +52,8 @@ class TTSConfig:
             raise UserError(f"conditioning n_embd {self.conditioning.n_embd} differs from the GPT's {self.gpt.n_embd}")
         if max(self.text_start_token, self.text_stop_token) >= self.text_vocab_size:
             raise UserError("text start/stop tokens must lie inside the text vocabulary")
+        if self.text_vocab and len(self.text_vocab) != self.text_vocab_size:
+            raise UserError(f"text_vocab lists {len(self.text_vocab)} ids for a {self.text_vocab_size}-row text table")
 
     @property
     def audio_vocab_size(self) -> int:
@@ -69,6 +74,7 @@ class TTSConfig:
     def from_dict(cls, d: dict) -> "TTSConfig":
         d = dict(d)
         d["gpt"] = GPTConfig.from_dict(d["gpt"])
+        d["text_vocab"] = tuple(d.get("text_vocab", ()))
         cond = d.get("conditioning")
         d["conditioning"] = ConditioningConfig(**cond) if cond else None
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
@@ -83,6 +89,10 @@ PRESETS: dict[str, TTSConfig] = {
     "small": TTSConfig(gpt=GPTConfig(n_layer=6, n_head=4, n_embd=256), text_positions=256,
                        audio_positions=512, conditioning=dataclasses.replace(
                            COND_PRESETS["tiny"], n_embd=256, n_head=4, num_groups=16, num_latents=16)),
+    # The shipped CPU demo (~4M parameters with a corpus text table; fp32 safetensors < 20 MB).
+    "demo": TTSConfig(gpt=GPTConfig(n_layer=6, n_head=4, n_embd=192), text_positions=64,
+                      audio_positions=320, conditioning=dataclasses.replace(
+                          COND_PRESETS["tiny"], n_embd=192, n_head=4, num_groups=16, num_latents=16)),
     "tiny": TTSConfig(gpt=GPTConfig(n_layer=2, n_head=4, n_embd=64), text_positions=64,
                       audio_positions=128, num_audio_codes=32, conditioning=COND_PRESETS["tiny"]),
 }
@@ -92,6 +102,17 @@ def get_config(name: str, **overrides) -> TTSConfig:
     if name not in PRESETS:
         raise UserError(f"unknown TTS config {name!r}; choose one of {', '.join(PRESETS)}")
     return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def with_text_vocab(cfg: TTSConfig, gpt2_ids) -> TTSConfig:
+    """``cfg`` with a compact text table over ``gpt2_ids`` (plus ``<|endoftext|>``, the start and
+    stop token of the GPT-2 text convention)."""
+    from xtts_jax.text.vocab import VocabMap
+
+    vocab = VocabMap(tuple(sorted({int(i) for i in gpt2_ids} | {EOT_ID})))
+    eot = int(vocab.to_compact([EOT_ID])[0])
+    return dataclasses.replace(cfg, text_vocab_size=vocab.size, text_start_token=eot, text_stop_token=eot,
+                               text_vocab=vocab.ids)
 
 
 def _embed(n: int, d: int, key: PRNGKeyArray) -> Array:

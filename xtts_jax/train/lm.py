@@ -8,7 +8,6 @@ GPT-2 ids into a compact vocabulary, so a CPU demo does not pay for a 50,257-way
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Sequence
 
 import jax
@@ -20,6 +19,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from xtts_jax.errors import UserError
 from xtts_jax.models import gpt as gpt_lib
 from xtts_jax.models.gpt import GPT, GPTConfig
+from xtts_jax.text.vocab import VocabMap  # noqa: F401  (re-exported: recipes build it from here)
 
 
 def cross_entropy(logits: Float[Array, "... V"], targets: Int[Array, "..."]) -> Float[Array, ""]:
@@ -48,44 +48,6 @@ def chunked_cross_entropy(model: GPT, hidden: Float[Array, "B T C"], targets: In
 
     total, _ = jax.lax.scan(chunk_loss, jnp.zeros((), jnp.float32), (h, y))
     return total / (b * t)
-
-
-@dataclasses.dataclass(frozen=True)
-class VocabMap:
-    """GPT-2 ids <-> a compact vocabulary of the ids a corpus actually uses (sorted)."""
-
-    ids: tuple[int, ...]
-
-    @classmethod
-    def from_counts(cls, counts: np.ndarray) -> "VocabMap":
-        return cls(tuple(int(i) for i in np.flatnonzero(counts)))
-
-    @property
-    def size(self) -> int:
-        return len(self.ids)
-
-    @functools.cached_property
-    def _table(self) -> np.ndarray:
-        table = np.full(max(self.ids) + 1, -1, np.int32)
-        table[np.asarray(self.ids)] = np.arange(self.size, dtype=np.int32)
-        return table
-
-    def to_compact(self, tokens: np.ndarray, drop_unknown: bool = False) -> np.ndarray:
-        """Compact ids of GPT-2 ``tokens``; an id outside the vocabulary is a UserError (or dropped,
-        for a 1-D prompt, with ``drop_unknown``)."""
-        tokens = np.asarray(tokens)
-        table = self._table
-        inside = tokens < len(table)
-        out = np.where(inside, table[np.where(inside, tokens, 0)], -1)
-        if (out < 0).any():
-            if drop_unknown and out.ndim == 1:
-                return out[out >= 0]
-            bad = int(tokens[out < 0].flat[0])
-            raise UserError(f"token id {bad} does not occur in the corpus this model's vocabulary was built from")
-        return out
-
-    def to_gpt2(self, tokens: np.ndarray) -> np.ndarray:
-        return np.asarray(self.ids, np.int64)[np.asarray(tokens)]
 
 
 def unigram_entropy(counts: np.ndarray) -> float:
