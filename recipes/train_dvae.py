@@ -193,9 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     scores = {"heldout": corpus_metrics(model, held),
               "train": corpus_metrics(model, train[: args.usage_utterances])}
     voices = args.eval_voices_data or (args.data / "eval_voices.jsonl" if args.data.is_dir() else None)
-    if voices is not None and voices.is_file():
+    voice_utts = load_dataset(voices)[0] if voices is not None and voices.is_file() else []
+    if voice_utts:  # a corpus without held-out voices writes an empty eval_voices.jsonl
         scores["heldout_voices"] = corpus_metrics(
-            model, load_waves(load_dataset(voices)[0], base.mel.sample_rate, args.eval_utterances, args.seed + 2))
+            model, load_waves(voice_utts, base.mel.sample_rate, args.eval_utterances, args.seed + 2))
     scores["samples"] = write_listening_samples(model, held[0], os.path.join(args.out, "samples"))
     with open(os.path.join(args.out, "heldout.json"), "w") as f:
         json.dump(scores, f, indent=2)

@@ -39,11 +39,12 @@ def numpy_conditioner(m: Conditioner, mel: np.ndarray) -> np.ndarray:
 
     h = _np_dense(m.encoder.init, mel.T.astype(np.float64)).T
     for b in m.encoder.blocks:
-        qkv = _np_dense(b.qkv, _np_groupnorm(h, CFG.num_groups, b.norm.weight, b.norm.bias).T)
+        hn = _np_groupnorm(h, CFG.num_groups, b.norm.weight, b.norm.bias)
+        qkv = _np_dense(b.qkv, hn.T)
         # Tortoise's legacy layout: per head, D query then D key then D value channels
         qkv = qkv.reshape(len(qkv), CFG.n_head, 3, -1)
         q, k, v = (qkv[:, :, i].reshape(len(qkv), -1) for i in range(3))
-        h = h + _np_dense(b.proj_out, _np_attend(q, k, v, CFG.n_head)).T
+        h = hn + _np_dense(b.proj_out, _np_attend(q, k, v, CFG.n_head)).T  # XTTS-v2: residual from the norm
     ctx, x = h.T, np.asarray(m.perceiver.latents, np.float64)
     for layer in m.perceiver.layers:
         k, v = np.split(_np_dense(layer.to_kv, np.concatenate([ctx, x])), 2, axis=1)

@@ -213,15 +213,11 @@ def _conditioning_diff(ref, imported, from_norm: bool) -> float:
     return _max_diff(got, want)
 
 
-def test_conditioner_weights_map_onto_tortoise_blocks(reference, imported):
-    """Key mapping, conv transposes, per-head qkv layout and perceiver, with Tortoise's residual."""
-    assert _conditioning_diff(*reference[:1], imported, from_norm=False) <= 1e-4
-
-
-@pytest.mark.xfail(strict=True, reason="models/conditioning.py adds the block input as the residual; XTTS-v2's "
-                                       "latent_encoder adds the GroupNorm output")
 def test_conditioning_latents_match_xtts(reference, imported):
+    """Key mapping, conv transposes, per-head qkv layout, XTTS's residual from the norm, perceiver."""
     assert _conditioning_diff(*reference[:1], imported, from_norm=True) <= 1e-4
+    # Tortoise's residual (from the block input) is a different function: the comparison can fail
+    assert _conditioning_diff(*reference[:1], imported, from_norm=False) > 1e-2
 
 
 def test_xtts_v2_config_inferred_from_published_shapes():

@@ -40,10 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     print(describe(model.config))
     save_tts(model, args.output, {"source": f"XTTS-v2 gpt.* of {Path(args.checkpoint).name}"})
     print(f"wrote {args.output}")
-    if model.conditioner is not None:
-        # see xtts_jax/convert/xtts.py: our attention blocks add the block input as the residual
-        print("note: speaker latents from this conditioner differ from XTTS-v2's (its attention blocks add the "
-              "GroupNorm output as the residual); the GPT, heads and latents are exact")
     return 0
 
 

@@ -22,11 +22,9 @@ Key layout, checked against coqui-ai TTS ``TTS/tts/layers/xtts/gpt.py``, ``laten
 Text start/stop tokens are XTTS-v2's 261 and 0. Shapes do not give head counts: without a
 ``config`` the GPT's and the perceiver's heads are taken as 64 wide (XTTS-v2: 16 x 64 and 8 x 64).
 
-Known gap (see ``tests/test_xtts_import.py``): coqui's XTTS ``latent_encoder.AttentionBlock`` adds
-the block's *GroupNorm output* back as the residual (``x = self.norm(x)`` ... ``x_proj(x) + h``),
-while Tortoise's ``arch_utils.AttentionBlock`` -- and our ``models/conditioning.py`` -- add the
-block input. The imported conditioner therefore differs from XTTS-v2's until conditioning.py can
-express XTTS's residual; the GPT, heads and latents are exact.
+The conditioning encoder's attention blocks add the GroupNorm *output* back as the residual, as
+coqui's XTTS ``latent_encoder.AttentionBlock`` (Tortoise's ``arch_utils`` block adds the input);
+``models/conditioning.py`` does the same, so the imported conditioner is exact too.
 """
 
 from __future__ import annotations

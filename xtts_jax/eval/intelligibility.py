@@ -48,7 +48,7 @@ class Recognizer:
             from pocketsphinx import Decoder
         except ImportError:
             raise UserError('the speech recogniser needs pocketsphinx: pip install -e ".[eval]"') from None
-        self._decoder = Decoder(samprate=ASR_SAMPLE_RATE, logfn="/dev/null")
+        self._make = Decoder
 
     def __call__(self, wave: np.ndarray, sample_rate: int) -> str:
         wave = np.asarray(wave, np.float32)
@@ -57,7 +57,10 @@ class Recognizer:
         if sample_rate != ASR_SAMPLE_RATE:
             wave = librosa.resample(wave, orig_sr=sample_rate, target_sr=ASR_SAMPLE_RATE)
         pcm = (np.clip(wave, -1.0, 1.0) * 32767).astype(np.int16)
-        d = self._decoder
+        # A fresh decoder per utterance (~0.4 s to load): one decoder adapts its feature
+        # normalisation to what it has heard, so a transcript would depend on the utterances
+        # before it (measured: the same audio read differently after two others).
+        d = self._make(samprate=ASR_SAMPLE_RATE, logfn="/dev/null")
         d.start_utt()
         d.process_raw(pcm.tobytes(), full_utt=True)
         d.end_utt()

@@ -1,7 +1,8 @@
 """Speaker conditioning from reference audio, as XTTS-v2: mel -> conditioning encoder -> perceiver.
 
 reference log-mel ``[n_mels, frames]`` -> 1x1 conv to ``n_embd`` -> ``n_blocks`` attention blocks
-(GroupNorm, multi-head self-attention over time, zero-initialised output projection, residual;
+(GroupNorm, multi-head self-attention over time, zero-initialised output projection, residual from
+the GroupNorm output as XTTS-v2's latent encoder;
 Tortoise's ``AttentionBlock``, its per-head qkv channel layout included) -> perceiver resampler (``num_latents`` learned queries that attend
 over the frames and themselves, then a GEGLU feed-forward, ``depth`` times, then RMSNorm) ->
 ``[num_latents, n_embd]`` vectors that the TTS model prepends to the text. XTTS-v2: 6 blocks of
@@ -74,17 +75,20 @@ class AttentionBlock(eqx.Module):
         d = cfg.n_embd
         self.norm = eqx.nn.GroupNorm(cfg.num_groups, d)
         self.qkv = Dense(d, 3 * d, bias=True, std=1 / math.sqrt(d), key=key)
-        # zero output projection, as Tortoise: each block starts as the identity
+        # zero output projection, as Tortoise and XTTS-v2: each block starts as its GroupNorm
         self.proj_out = Dense(d, d, bias=True, std=0.0, key=key)
         self.n_head = cfg.n_head
 
     def __call__(self, x: Float[Array, "C T"]) -> Float[Array, "C T"]:
         # channels of qkv are grouped per head, [q_h, k_h, v_h] for each head in turn (Tortoise's
         # QKVAttentionLegacy), so XTTS-v2's weights copy in without a permutation
-        qkv = self.qkv(self.norm(x).T)
+        xn = self.norm(x)
+        qkv = self.qkv(xn.T)
         qkv = qkv.reshape(qkv.shape[0], self.n_head, 3, -1)
         q, k, v = (qkv[:, :, i].reshape(qkv.shape[0], -1) for i in range(3))
-        return x + self.proj_out(_attend(q, k, v, self.n_head)).T
+        # XTTS-v2's latent_encoder.AttentionBlock adds the *normalised* input back (it reassigns
+        # x = norm(x) before the residual); Tortoise's arch_utils block adds the raw input.
+        return xn + self.proj_out(_attend(q, k, v, self.n_head)).T
 
 
 class ConditioningEncoder(eqx.Module):
