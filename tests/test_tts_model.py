@@ -163,3 +163,41 @@ def test_recipe_batch_rows_unpack_to_the_same_loss():
         assert not any(np.array_equal(ref, split.ref_mel[i]) for i in range(2) if split.text[i] == text[:tl].tolist())
         want.append(float(one(model, jnp.asarray(ref), jnp.asarray(text), tl, jnp.asarray(audio), al)))
     np.testing.assert_allclose(float(loss), np.mean(want), rtol=1e-5)
+
+
+def test_recipe_length_buckets_pad_less_and_stay_pure():
+    """Length buckets: a batch pads its audio to its own bucket's longest; batches stay a pure
+    function of (seed, step); and every row still unpacks to the loss of its unpadded example."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("train_tts", Path(__file__).parents[1] / "recipes" / "train_tts.py")
+    recipe = importlib.util.module_from_spec(spec)
+    sys.modules["train_tts"] = recipe
+    spec.loader.exec_module(recipe)
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(3, 60, 64)
+    audio = [[START, *rng.integers(0, 32, n).tolist(), STOP] for n in lengths]
+    frames = 4
+    split = recipe.Split(text=[[1, 5, 2]] * 64, audio=audio, speaker=["a", "b"] * 32,
+                         ref_mel=rng.standard_normal((64, 80, frames)).astype(np.float32))
+    widest = -(-max(len(a) for a in audio) // 16) * 16
+    one = recipe.Batches(split, 8, seed=3, text_width=8, audio_width=widest)
+    four = recipe.Batches(split, 8, seed=3, text_width=8, audio_width=widest, buckets=4)
+    cfg = get_config("tiny", text_vocab_size=40, text_start_token=1, text_stop_token=2)
+    task = recipe.TTSTask(cfg, 8, widest, frames)
+    slots = {1: 0, 4: 0}
+    for step in range(12):
+        for n, b in ((1, one), (4, four)):
+            batch = b(step)
+            np.testing.assert_array_equal(batch, b(step))  # pure in (seed, step)
+            _, audio_len, _, tokens, _ = task.unpack(jnp.asarray(batch))
+            width = tokens.shape[1]
+            assert width % 16 == 0 and int(audio_len.max()) <= width
+            slots[n] += width * len(batch)
+            if n == 4:  # the bucket's width is its longest row rounded up to 16, not the global one
+                bucket = next(k for k, w in enumerate(b.widths) if w == width)
+                assert width == -(-max(len(audio[i]) for i in b.buckets[bucket]) // 16) * 16
+    assert len(four.buckets) == 4 and four.widths == sorted(four.widths) and four.widths[0] < widest
+    assert slots[4] < 0.8 * slots[1]
