@@ -24,7 +24,7 @@ _HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "g
                    "silu": "silu", "swish": "silu"}
 _OURS_TO_HF = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu"}
 # Per-block parameters: HF name -> path in our Block.
-_BLOCK_KEYS = {
+BLOCK_KEYS = {
     "ln_1.weight": lambda b: b.ln_1.weight, "ln_1.bias": lambda b: b.ln_1.bias,
     "attn.c_attn.weight": lambda b: b.attn.c_attn.weight, "attn.c_attn.bias": lambda b: b.attn.c_attn.bias,
     "attn.c_proj.weight": lambda b: b.attn.c_proj.weight, "attn.c_proj.bias": lambda b: b.attn.c_proj.bias,
@@ -70,16 +70,13 @@ def read_state_dict(folder: Path) -> dict[str, np.ndarray]:
 
         return {k: np.asarray(v, np.float32) for k, v in load_file(path).items()}
     if (path := folder / "pytorch_model.bin").is_file():
-        try:
-            import torch
-        except ImportError:
-            raise UserError(f"{path} is a PyTorch file: pip install torch==2.13.0 to read it, or convert it to safetensors")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        return {k: v.float().numpy() for k, v in state.items()}
+        from xtts_jax.convert.hifigan import torch_load  # one reader for PyTorch files, with its errors
+
+        return {k: v.float().numpy() for k, v in torch_load(path).items() if hasattr(v, "float")}
     raise UserError(f"{folder} holds neither model.safetensors nor pytorch_model.bin")
 
 
-def _take(state: dict, key: str, shape: tuple) -> np.ndarray:
+def take(state: dict, key: str, shape: tuple) -> np.ndarray:
     if key not in state:
         raise UserError(f"checkpoint is missing {key!r} (expected shape {shape})")
     value = state[key]
@@ -94,23 +91,23 @@ def gpt_from_state_dict(state: dict[str, np.ndarray], cfg: GPTConfig) -> GPT:
     # The structure alone (no random init): every array leaf is replaced below.
     model = eqx.filter_eval_shape(GPT, cfg, key=jax.random.key(0))
     d = cfg.n_embd
-    wte = _take(state, prefix + "wte.weight", (cfg.vocab_size, d))
+    wte = take(state, prefix + "wte.weight", (cfg.vocab_size, d))
     wte = np.concatenate([wte, np.zeros((cfg.padded_vocab_size - cfg.vocab_size, d), np.float32)])
-    wpe = _take(state, prefix + "wpe.weight", (cfg.block_size, d))
+    wpe = take(state, prefix + "wpe.weight", (cfg.block_size, d))
     blocks = model.transformer.blocks
     getters, values = [], []
-    for name, get in _BLOCK_KEYS.items():
+    for name, get in BLOCK_KEYS.items():
         shape = get(blocks).shape[1:]
         getters.append(get)
-        values.append(jnp.asarray(np.stack([_take(state, f"{prefix}h.{i}.{name}", shape) for i in range(cfg.n_layer)])))
+        values.append(jnp.asarray(np.stack([take(state, f"{prefix}h.{i}.{name}", shape) for i in range(cfg.n_layer)])))
     blocks = eqx.tree_at(lambda b: [g(b) for g in getters], blocks, values)
     ln_f = model.transformer.ln_f
     ln_f = eqx.tree_at(lambda m: (m.weight, m.bias), ln_f,
-                       (jnp.asarray(_take(state, prefix + "ln_f.weight", (d,))), jnp.asarray(_take(state, prefix + "ln_f.bias", (d,)))))
+                       (jnp.asarray(take(state, prefix + "ln_f.weight", (d,))), jnp.asarray(take(state, prefix + "ln_f.bias", (d,)))))
     model = eqx.tree_at(lambda m: (m.wte, m.wpe, m.transformer.blocks, m.transformer.ln_f), model,
                         (jnp.asarray(wte), jnp.asarray(wpe), blocks, ln_f))
     if not cfg.tie_embeddings:
-        head = _take(state, "lm_head.weight", (cfg.vocab_size, d)).T
+        head = take(state, "lm_head.weight", (cfg.vocab_size, d)).T
         head = np.concatenate([head, np.zeros((d, cfg.padded_vocab_size - cfg.vocab_size), np.float32)], axis=1)
         model = eqx.tree_at(lambda m: m.lm_head.weight, model, jnp.asarray(head))
     return model
@@ -134,7 +131,7 @@ def state_dict_from_gpt(model: GPT, prefix: str = "transformer.") -> dict[str, n
     state = {prefix + "wte.weight": np.asarray(model.wte[: cfg.vocab_size]), prefix + "wpe.weight": np.asarray(model.wpe),
              prefix + "ln_f.weight": np.asarray(model.transformer.ln_f.weight),
              prefix + "ln_f.bias": np.asarray(model.transformer.ln_f.bias)}
-    for name, get in _BLOCK_KEYS.items():
+    for name, get in BLOCK_KEYS.items():
         stacked = np.asarray(get(model.transformer.blocks))
         for i in range(cfg.n_layer):
             state[f"{prefix}h.{i}.{name}"] = stacked[i]

@@ -44,7 +44,10 @@ def torch_load(path: str | Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncated files, non-tensor payloads
-        raise UserError(f"cannot read {str(path)!r} as a PyTorch checkpoint ({type(e).__name__}: {e}).") from None
+        # torch's unpickling messages run over many lines and suggest weights_only=False: keep the first
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"cannot read {str(path)!r} as a PyTorch checkpoint with torch.load(weights_only=True) "
+                        f"({type(e).__name__}: {first[:160]}).") from None
     if not isinstance(obj, dict):
         raise UserError(f"{str(path)!r} holds a {type(obj).__name__}, not a state dict.")
     return obj

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xtts_jax.convert.hf_gpt2 import _BLOCK_KEYS, _take
+from xtts_jax.convert import hf_gpt2
 from xtts_jax.convert.hifigan import torch_load
 from xtts_jax.errors import UserError
 from xtts_jax.models.conditioning import ConditioningConfig
@@ -71,14 +71,7 @@ def read_xtts_state(path_or_state_dict) -> dict[str, np.ndarray]:
         where = "the state dict"
     else:
         where = repr(str(path_or_state_dict))
-        try:
-            obj = torch_load(path_or_state_dict)
-        except UserError as e:
-            if "\n" not in str(e):
-                raise
-            # torch's unpickling errors run over many lines and suggest weights_only=False; keep one
-            raise UserError(f"cannot read {where} as a PyTorch checkpoint: torch.load(weights_only=True) "
-                            "rejects it; is it an XTTS-v2 model.pth?") from None
+        obj = torch_load(path_or_state_dict)
     state = obj["model"] if isinstance(obj.get("model"), dict) else obj
     arrays = {}
     for key, value in state.items():
@@ -170,7 +163,7 @@ def load_xtts_gpt(path_or_state_dict, config: TTSConfig | None = None) -> TTS:
 
     def take(key: str, shape: tuple) -> np.ndarray:
         used.add(key)
-        return _take(state, key, shape)
+        return hf_gpt2.take(state, key, shape)
 
     # shapes only: every array leaf is replaced below, so no random init runs
     model = eqx.filter_eval_shape(TTS, cfg, key=jax.random.key(0))
@@ -187,7 +180,7 @@ def load_xtts_gpt(path_or_state_dict, config: TTSConfig | None = None) -> TTS:
         (lambda m: [m.text_head.weight, m.text_head.bias], _linear(take, PREFIX + "text_head", d, cfg.text_vocab_size)),
         (lambda m: [m.audio_head.weight, m.audio_head.bias], _linear(take, PREFIX + "mel_head", d, cfg.audio_vocab_size)),
     ]
-    for name, get in _BLOCK_KEYS.items():  # HF GPT-2 blocks, stacked on our leading layer axis
+    for name, get in hf_gpt2.BLOCK_KEYS.items():  # HF GPT-2 blocks, stacked on our leading layer axis
         shape = get(model.transformer.blocks).shape[1:]
         stacked = np.stack([take(f"{g}h.{i}.{name}", shape) for i in range(cfg.gpt.n_layer)])
         parts.append((lambda m, get=get: [get(m.transformer.blocks)], [stacked]))
