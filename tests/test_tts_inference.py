@@ -108,6 +108,33 @@ def test_stream_yields_the_same_tokens_as_batch(synth, conds, sampling):
     assert sum(len(a) for a in audio) == len(synth.render(want, conds[0], row))
 
 
+def test_stream_renders_windows_close_to_the_whole_sentence(synth, conds, monkeypatch):
+    """Windowed streaming renders O(length) tokens in all, and its audio matches the one-shot render
+    (same length, log-mel close): each window starts ``context_tokens`` before the new samples."""
+    from xtts_jax.audio.mel import log_mel
+
+    sampling = dataclasses.replace(GREEDY, max_new_tokens=40, stop_token=None)
+    row = P.text_tokens("A longer sentence streams in many chunks.", synth.model.config)
+    codes = synth.codes([row], conds[:1], jax.random.key(1), sampling)[0]
+    whole = synth.render(codes, conds[0], row)
+    rendered = []
+    real = P.render_dvae_codes
+    monkeypatch.setattr(P, "render_dvae_codes", lambda d, v, c, s=None: rendered.append(len(c)) or real(d, v, c, s))
+    pieces = list(synth.stream("A longer sentence streams in many chunks.", conds[0], jax.random.key(1), sampling,
+                               chunk_tokens=4, context_tokens=6))
+    streamed = np.concatenate(pieces)
+    assert len(codes) == 40 and len(streamed) == len(whole)
+    assert max(rendered) <= 4 + 6 + 1 < len(codes)  # never the whole sentence again
+    # Griffin-Lim of windows is as faithful to the DVAE's log-mel as Griffin-Lim of the sentence
+    dvae = synth.dvae
+    target = np.asarray(P._dvae_mel(dvae, jnp.asarray(codes, jnp.int32)))
+    mean, std = dvae.cfg.mel_stats.arrays() if dvae.cfg.mel_stats is not None else (0.0, 1.0)
+    target = target * std + mean
+    err = {k: np.abs(log_mel(w, dvae.cfg.mel)[:, :target.shape[1]] - target[:, :len(w) // 256 + 1]).mean()
+           for k, w in (("streamed", streamed), ("whole", whole))}
+    assert err["streamed"] <= 1.2 * err["whole"]
+
+
 def test_speaker_embedding_files(tmp_path):
     good = np.ones((3, 64), np.float32)
     np.save(tmp_path / "good.npy", good)

@@ -144,6 +144,8 @@ def _dvae_mel(dvae: DVAE, codes):
 def render_dvae_codes(dvae: DVAE, vocoder: Vocoder, codes: Sequence[int], speaker: np.ndarray | None = None) -> np.ndarray:
     """Waveform of DVAE codes: the DVAE decoder's log-mel through a mel ``vocoder``."""
     n = len(codes)
+    if n == 0:
+        return np.zeros(0, np.float32)
     padded = np.zeros(-(-n // 16) * 16, np.int32)  # a few lengths, a few compiles
     padded[:n] = codes
     mel = np.asarray(_dvae_mel(dvae, jnp.asarray(padded)))[:, : n * dvae.cfg.downsample]
@@ -226,14 +228,25 @@ class Synthesizer:
         return [np.concatenate(w) for w in waves]
 
     def stream(self, text: str, cond: np.ndarray, key, sampling: SamplingConfig, chunk_tokens: int = 16,
-               speaker: np.ndarray | None = None) -> Iterator[np.ndarray]:
+               speaker: np.ndarray | None = None, context_tokens: int = 8) -> Iterator[np.ndarray]:
         """Audio pieces of one text as it is generated: after every ``chunk_tokens`` tokens, the
-        samples the codes so far newly cover (the whole sentence re-rendered, the new part cut)."""
+        samples the codes so far newly cover; the last token is held back until the next chunk
+        (its samples depend on the token after it).
+
+        Through the DVAE (mel decoders) only a window is re-rendered each time: the new codes plus
+        ``context_tokens`` before them, so a sentence costs O(length) rendering, not O(length^2);
+        a DVAE token is exactly ``downsample x hop`` samples, which places the window. GPT-latent
+        decoders re-render the sentence (its latents need the whole prefix anyway).
+        """
         sentences = split_sentences(text)
         if not sentences:
             raise UserError("the text is empty")
+        if context_tokens < 0 or chunk_tokens < 1:
+            raise UserError(f"chunk_tokens {chunk_tokens} must be >= 1 and context_tokens {context_tokens} >= 0")
         sampling = dataclasses.replace(sampling, max_new_tokens=self.max_new_tokens(sampling.max_new_tokens))
-        hop = self.sample_rate * 1024 // 22050  # samples per audio token (1,024 at 22,050 Hz)
+        windowed = self.vocoder.features == "mel"
+        spt = self.dvae.cfg.downsample * self.dvae.cfg.mel.hop_length if windowed else None
+        hop = spt or self.sample_rate * 1024 // 22050  # samples per audio token (about, for latents)
         for n, sentence in enumerate(sentences):
             row = text_tokens(sentence, self.model.config)
             key, sub = jax.random.split(key)
@@ -242,10 +255,14 @@ class Synthesizer:
             emitted, codes = 0, []
             for piece, done in stream_codes(self.model, cond, row, sub, sampling, chunk_tokens):
                 codes += piece
-                wave = self.render(codes, cond, row, speaker)
-                end = len(wave) if done else min(len(wave), max(0, (len(codes) - 1) * hop))
+                first = max(0, emitted // spt - context_tokens) if windowed else 0
+                wave = (render_dvae_codes(self.dvae, self.vocoder, codes[first:], speaker) if windowed
+                        else self.render(codes, cond, row, speaker))
+                offset = first * (spt or 0)  # where the window starts in the sentence's samples
+                total = offset + len(wave)
+                end = total if done else min(total, max(0, (len(codes) - 1) * hop))
                 if end > emitted:
-                    yield wave[emitted:end]
+                    yield wave[emitted - offset:end - offset]
                     emitted = end
 
 
