@@ -59,9 +59,17 @@ def test_speaker_embedding_then_synthesize_from_stdin(ckpt):
     assert sr == 22050 and 0 < len(wave) and abs(len(wave) / sr - float(m.group(1))) < 0.01
     # two sentences of at most 8 tokens (1,024 samples each) and the gap between them
     assert len(wave) <= 2 * 8 * 1024 + int(0.15 * sr)
+    # a voice by name: speakers/NAME.npy beside the checkpoint, the same audio as the file itself
+    (ckpt / "speakers").mkdir(exist_ok=True)
+    np.save(ckpt / "speakers" / "me.npy", emb)
+    r = run("synthesize.py", "--checkpoint", ckpt / "tts.safetensors", "--speaker", "me",
+            "--max-new-tokens", 8, "--seed", 3, "-o", ckpt / "named.wav", stdin="Hello there. See you soon!\n")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(sf.read(ckpt / "named.wav")[0], wave)
 
 
-@pytest.mark.parametrize("case", ["empty text", "missing checkpoint", "bad shape", "object array", "bad wav"])
+@pytest.mark.parametrize("case", ["empty text", "missing checkpoint", "bad shape", "object array", "bad wav",
+                                  "unknown voice"])
 def test_bad_input_is_one_line_exit_2(ckpt, case):
     base = ["--checkpoint", ckpt / "tts.safetensors", "-o", ckpt / "x.wav", "--text", "Hi."]
     if case == "empty text":
@@ -74,12 +82,16 @@ def test_bad_input_is_one_line_exit_2(ckpt, case):
     elif case == "object array":
         np.save(ckpt / "bad.npy", np.array([None, 1], dtype=object), allow_pickle=True)
         args, want = base, "Python objects"
+    elif case == "unknown voice":
+        (ckpt / "speakers").mkdir(exist_ok=True)
+        np.save(ckpt / "speakers" / "alice.npy", np.ones(64, np.float32))
+        args, want = [*base, "--speaker", "bob"], r"'bob' is neither .* \(voices: (.*, )?alice\b"
     else:
         (ckpt / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
         args, want = [*base, "--speaker-wav", ckpt / "broken.wav"], "cannot read audio"
     if case in ("bad shape", "object array"):
         args = [*args, "--speaker", ckpt / "bad.npy"]
-    elif case != "bad wav":
+    elif case not in ("bad wav", "unknown voice"):
         args = [*args, "--speaker", ckpt / "emb_missing.npy"]
     r = run("synthesize.py", *args)
     assert r.returncode == 2, (r.stdout, r.stderr)

@@ -1,5 +1,7 @@
 """Speak text with a trained TTS model.
 
+    python tools/synthesize.py --text "Once upon a time, a little fox found a shiny key." \\
+        --speaker flite_slt -o out.wav                       # the shipped CPU demo model
     python tools/synthesize.py --checkpoint runs/tts/tts.safetensors --speaker emb.npy \\
         --text "Hello there." -o out.wav
 
@@ -22,6 +24,20 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
 from xtts_jax.inference.sampling import SamplingConfig  # noqa: E402
+
+DEMO = ROOT / "xtts_jax" / "assets" / "tts_demo" / "tts.safetensors"
+
+
+def speaker_path(arg: str, checkpoint: str) -> str:
+    """``arg`` itself when it is a file, else ``speakers/ARG.npy`` beside the checkpoint."""
+    if Path(arg).is_file() or arg.endswith(".npy"):
+        return arg
+    folder = Path(checkpoint).with_name("speakers")
+    if (folder / f"{arg}.npy").is_file():
+        return str(folder / f"{arg}.npy")
+    names = sorted(p.stem for p in folder.glob("*.npy")) if folder.is_dir() else []
+    raise UserError(f"speaker {arg!r} is neither a .npy file nor a voice beside the checkpoint"
+                    + (f" (voices: {', '.join(names)})" if names else ""))
 
 
 def read_text(args) -> str:
@@ -48,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--text", help="the text to speak (else --text-file, else standard input)")
     ap.add_argument("--text-file", help="a UTF-8 text file to speak")
-    ap.add_argument("--checkpoint", required=True, help="tts.safetensors (weights + config)")
+    ap.add_argument("--checkpoint", default=str(DEMO),
+                    help="tts.safetensors (weights + config); default: the shipped CPU demo model")
     who = ap.add_mutually_exclusive_group(required=True)
-    who.add_argument("--speaker", help="speaker embedding .npy: float32 (d,) or (K, d)")
+    who.add_argument("--speaker", help="speaker embedding .npy: float32 (d,) or (K, d); or the name of a "
+                     "voice in speakers/ beside the checkpoint (the demo's: flite_awb, flite_kal, flite_rms, flite_slt)")
     who.add_argument("--speaker-wav", nargs="+", help="reference recording(s) of the speaker")
     ap.add_argument("--dvae", help="dvae.safetensors (default: dvae.safetensors beside the checkpoint)")
     ap.add_argument("--vocoder", default="griffinlim", help="griffinlim, or a HiFiGAN checkpoint")
@@ -83,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = pipeline.load_tts(args.checkpoint)
     if args.speaker is not None:
-        cond = pipeline.load_speaker_embedding(args.speaker, model.config.gpt.n_embd)
+        cond = pipeline.load_speaker_embedding(speaker_path(args.speaker, args.checkpoint), model.config.gpt.n_embd)
     else:
         cond = pipeline.speaker_from_wavs(model, args.speaker_wav)
     dvae_path = args.dvae or str(Path(args.checkpoint).with_name("dvae.safetensors"))
