@@ -22,7 +22,7 @@ import jax.numpy as jnp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchlib import timed  # noqa: E402
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
-from xtts_jax.inference.sampling import SamplingConfig, _generate  # noqa: E402
+from xtts_jax.inference.sampling import SamplingConfig, generate_padded  # noqa: E402
 from xtts_jax.models.gpt import GPT, get_config  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def bench_decode(model: GPT, batch: int, prompt_len: int, new_tokens: int, repea
     cfg = SamplingConfig(temperature=0.75 if sampling else 0.0, top_k=50 if sampling else 0,
                          top_p=0.85 if sampling else 1.0, repetition_penalty=1.2 if sampling else 1.0,
                          max_new_tokens=new_tokens)
-    return timed(lambda: _generate(model, prompts, lengths, jax.random.key(2), cfg, prompt_len + new_tokens).tokens, repeats)
+    return timed(lambda: generate_padded(model, prompts, lengths, jax.random.key(2), cfg, prompt_len + new_tokens).tokens, repeats)
 
 
 @run_cli

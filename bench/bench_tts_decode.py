@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchlib import timed  # noqa: E402
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
-from xtts_jax.inference.sampling import SamplingConfig, _generate, pad_prompts  # noqa: E402
+from xtts_jax.inference.sampling import SamplingConfig, generate_padded, pad_prompts  # noqa: E402
 from xtts_jax.inference.tts import XTTS_SAMPLING, random_tts  # noqa: E402
 from xtts_jax.models.tts import TTS, TTSDecoder, get_config  # noqa: E402
 
@@ -41,7 +41,7 @@ def bench(model: TTS, batch: int, text_tokens: int, new_tokens: int, repeats: in
     width = -(-tokens.shape[1] // 16) * 16
     tokens = jnp.asarray(np.pad(tokens, ((0, 0), (0, width - tokens.shape[1]))))
     sampling = SamplingConfig(**XTTS_SAMPLING, max_new_tokens=new_tokens)
-    run = lambda: _generate(dec, tokens, jnp.asarray(lengths), jax.random.key(1), sampling, width + new_tokens).tokens  # noqa: E731
+    run = lambda: generate_padded(dec, tokens, jnp.asarray(lengths), jax.random.key(1), sampling, width + new_tokens).tokens  # noqa: E731
     return timed(run, repeats)
 
 

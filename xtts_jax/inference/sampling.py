@@ -90,7 +90,9 @@ def _one_hot_seen(tokens: Int[Array, "B P"], valid: Bool[Array, "B P"], vocab: i
 
 
 @eqx.filter_jit
-def _generate(model, prompts, prompt_lengths, key, cfg: SamplingConfig, cache_len: int) -> Generation:
+def generate_padded(model, prompts, prompt_lengths, key, cfg: SamplingConfig, cache_len: int) -> Generation:
+    """The whole sampling loop in one jit, on right-padded prompts ``[B, P]`` with their lengths
+    (what :func:`generate` calls after bucketing; benchmarks time it directly)."""
     batch, n_new = prompts.shape[0], cfg.max_new_tokens
     # Decoding at small batch is bound by reading the weights: cast them to the compute dtype once
     # here, not on every step inside the loop.
@@ -157,6 +159,6 @@ def generate(model, prompts: Sequence[Sequence[int]], key: PRNGKeyArray, cfg: Sa
     bucket = min(-(-tokens.shape[1] // 16) * 16, max_positions - cfg.max_new_tokens)
     tokens = np.pad(tokens, ((0, 0), (0, bucket - tokens.shape[1])))
     cache_len = bucket + cfg.max_new_tokens
-    out = _generate(model, jnp.asarray(tokens), jnp.asarray(lengths), key, cfg, cache_len)
+    out = generate_padded(model, jnp.asarray(tokens), jnp.asarray(lengths), key, cfg, cache_len)
     toks, lens = np.asarray(out.tokens), np.asarray(out.lengths)
     return [toks[i, : lens[i]].tolist() for i in range(len(prompts))]
