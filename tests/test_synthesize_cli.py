@@ -97,3 +97,25 @@ def test_bad_input_is_one_line_exit_2(ckpt, case):
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and re.search(want, lines[0]), r.stderr
+
+
+def test_checkpoint_sampling_defaults_and_flags(ckpt, tmp_path):
+    """Unset flags take the checkpoint's recommended sampling, else XTTS-v2's; flags win."""
+    import argparse
+
+    from xtts_jax.inference.flags import add_sampling_flags, sampling_from_flags
+    from xtts_jax.inference.tts import XTTS_SAMPLING, load_tts
+
+    tuned = tmp_path / "tuned.safetensors"
+    save_tts(load_tts(ckpt / "tts.safetensors"), str(tuned), {"sampling": {"temperature": 0.3, "repetition_penalty": 2.0}})
+    ap = argparse.ArgumentParser()
+    add_sampling_flags(ap)
+    plain = sampling_from_flags(ap.parse_args([]), str(ckpt / "tts.safetensors"), 5)
+    assert (plain.temperature, plain.top_k, plain.top_p, plain.repetition_penalty) == (
+        XTTS_SAMPLING["temperature"], XTTS_SAMPLING["top_k"], XTTS_SAMPLING["top_p"], XTTS_SAMPLING["repetition_penalty"])
+    got = sampling_from_flags(ap.parse_args(["--top-k", "7"]), str(tuned), 5)
+    assert (got.temperature, got.top_k, got.top_p, got.repetition_penalty) == (0.3, 7, XTTS_SAMPLING["top_p"], 2.0)
+    assert not got.penalize_prompt and got.max_new_tokens == 5
+    r = run("synthesize.py", "--checkpoint", tuned, "--speaker", ckpt / "emb_missing.npy", "--top-p", "0",
+            "-o", tmp_path / "x.wav", "--text", "Hi.")
+    assert r.returncode == 2 and "top_p" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
+from xtts_jax.inference.flags import add_sampling_flags, sampling_from_flags  # noqa: E402
 
 
 def pick(rows: list[dict], per_speaker: int, speakers: list[str] | None) -> dict[str, list[dict]]:
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speakers", help="comma-separated speakers (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write every transcript and WER here")
+    add_sampling_flags(ap)
     args = ap.parse_args(argv)
 
     manifest = Path(args.manifest)
@@ -66,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     from xtts_jax.audio.io import load_audio
     from xtts_jax.eval.intelligibility import Recognizer, word_error_rate
     from xtts_jax.inference import tts as pipeline
-    from xtts_jax.inference.sampling import SamplingConfig
     from xtts_jax.inference.vocoder import Vocoder
     from xtts_jax.models.dvae import dvae_mel, load_dvae
 
@@ -81,13 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     vocoder = Vocoder.griffin_lim(dvae.cfg.mel)
     model = pipeline.load_tts(args.checkpoint) if args.checkpoint else None
     synth = pipeline.Synthesizer(model, vocoder, dvae) if model is not None else None
-    max_new = synth.max_new_tokens() if synth else 1
-    sampling = SamplingConfig(**pipeline.XTTS_SAMPLING, max_new_tokens=max_new)
+    sampling = sampling_from_flags(args, args.checkpoint, synth.max_new_tokens()) if synth else None
 
     encode = eqx.filter_jit(lambda d, m: d.encode(m))
     key = jax.random.key(args.seed)
     rungs = ["recording", "dvae"] + (["tts"] * (model is not None))
-    report: dict = {"per_speaker": {}, "transcripts": []}
+    report: dict = {"per_speaker": {}, "transcripts": [],
+                    "sampling": {k: getattr(sampling, k) for k in ("temperature", "top_k", "top_p", "repetition_penalty")}
+                    if sampling else None, "seed": args.seed}
     t0 = time.perf_counter()
     for speaker, utts in chosen.items():
         refs, hyps = [u["text"] for u in utts], {k: [] for k in rungs}
@@ -98,12 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             codes = np.asarray(encode(dvae, jnp.asarray(dvae_mel(wave, dvae.cfg))))
             codes = codes[: dvae.cfg.n_tokens(len(wave))].tolist()
             hyps["dvae"].append(asr(pipeline.render_dvae_codes(dvae, vocoder, codes), vocoder.sample_rate))
-            if synth is not None:
-                other = next((r for r in pool if r["audio_path"] != u["audio_path"]), u)
-                cond = pipeline.speaker_from_wavs(model, [other["audio_path"]])
-                key, sub = jax.random.split(key)
-                (tts_wave,) = synth.synthesize([u["text"]], [cond], sub, sampling)
-                hyps["tts"].append(asr(tts_wave, synth.sample_rate))
+        if synth is not None:  # each text in the voice of another clip of its speaker, in one batch
+            others = [next((r for r in pool if r["audio_path"] != u["audio_path"]), u) for u in utts]
+            conds = [pipeline.speaker_from_wavs(model, [o["audio_path"]]) for o in others]
+            key, sub = jax.random.split(key)
+            hyps["tts"] = [asr(w, synth.sample_rate) for w in synth.synthesize(refs, conds, sub, sampling)]
         report["per_speaker"][speaker] = {k: word_error_rate(refs, hyps[k]) for k in rungs}
         report["transcripts"] += [{"speaker": speaker, "text": t, **{k: hyps[k][i] for k in rungs}}
                                   for i, t in enumerate(refs)]

@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
-from xtts_jax.inference.sampling import SamplingConfig  # noqa: E402
+from xtts_jax.inference.flags import add_sampling_flags, sampling_from_flags  # noqa: E402
 
 DEMO = ROOT / "xtts_jax" / "assets" / "tts_demo" / "tts.safetensors"
 
@@ -74,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vocoder", default="griffinlim", help="griffinlim, or a HiFiGAN checkpoint")
     ap.add_argument("-o", "--output", required=True, help="the .wav to write")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--temperature", type=float, default=0.75)
-    ap.add_argument("--top-k", type=int, default=50)
-    ap.add_argument("--top-p", type=float, default=0.85)
-    ap.add_argument("--repetition-penalty", type=float, default=10.0)
+    add_sampling_flags(ap)
     ap.add_argument("--max-new-tokens", type=int, default=None, help="audio tokens per sentence (default: all positions)")
     ap.add_argument("--batch-size", type=int, default=8, help="sentences sampled together")
     args = ap.parse_args(argv)
@@ -85,11 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     text = read_text(args)
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} must be >= 1")
-    sampling = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                              repetition_penalty=args.repetition_penalty, penalize_prompt=False,
-                              max_new_tokens=args.max_new_tokens or 1)
     if not Path(args.checkpoint).is_file():
         raise UserError(f"TTS checkpoint {args.checkpoint} does not exist")
+    sampling = sampling_from_flags(args, args.checkpoint, args.max_new_tokens or 1)
 
     import jax
     import numpy as np

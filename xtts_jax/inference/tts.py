@@ -38,6 +38,18 @@ def save_tts(model: TTS, path: str, metadata: dict | None = None) -> None:
     export_safetensors(model, path, {"tts": model.config.to_dict(), **(metadata or {})})
 
 
+def sampling_defaults(path: str | Path) -> dict:
+    """The sampling settings a checkpoint recommends (metadata key ``sampling``, written by whoever
+    tuned them on held-out intelligibility), else XTTS-v2's."""
+    import json
+
+    from xtts_jax.train.checkpoint import read_safetensors_metadata
+
+    saved = read_safetensors_metadata(str(path)).get("sampling")
+    allowed = {"temperature", "top_k", "top_p", "repetition_penalty"}
+    return {**XTTS_SAMPLING, **({k: v for k, v in json.loads(saved).items() if k in allowed} if saved else {})}
+
+
 def load_tts(path: str | Path) -> TTS:
     from xtts_jax.train.checkpoint import load_safetensors, read_model_config
 
