@@ -76,11 +76,22 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(r["audio_path"]).is_absolute():
             r["audio_path"] = str(manifest.parent / r["audio_path"])
     speakers = [s.strip() for s in args.speakers.split(",")] if args.speakers else None
+    model = pipeline.load_tts(args.checkpoint) if args.checkpoint else None
+    if model is not None:  # a compact-vocabulary model cannot read every sentence: skip and say so
+        known = []
+        for r in rows:
+            try:
+                pipeline.text_tokens(r["text"], model.config)
+                known.append(r)
+            except UserError:
+                pass
+        if len(known) < len(rows):
+            print(f"skipping {len(rows) - len(known)} of {len(rows)} utterances with words outside the model's vocabulary")
+        rows = known
     chosen = pick(rows, args.per_speaker, speakers)
     asr = Recognizer()
     dvae = load_dvae(dvae_path)
     vocoder = Vocoder.griffin_lim(dvae.cfg.mel)
-    model = pipeline.load_tts(args.checkpoint) if args.checkpoint else None
     synth = pipeline.Synthesizer(model, vocoder, dvae) if model is not None else None
     sampling = sampling_from_flags(args, args.checkpoint, synth.max_new_tokens()) if synth else None
 
