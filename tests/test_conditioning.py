@@ -1,5 +1,7 @@
 """Conditioning encoder + perceiver resampler against a numpy forward; chunking of references."""
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -8,7 +10,8 @@ import pytest
 
 from xtts_jax.audio.mel import MelConfig, log_mel
 from xtts_jax.errors import UserError
-from xtts_jax.models.conditioning import PRESETS, Conditioner, condition_from_chunks, reference_chunks
+from xtts_jax.models.conditioning import (PRESETS, XTTS_MEL, Conditioner, condition_from_chunks, condition_from_mels,
+                                          reference_mels)
 
 CFG = PRESETS["tiny"]
 
@@ -75,14 +78,75 @@ def test_matches_numpy_forward_and_averages_chunks(conditioner):
     np.testing.assert_allclose(mean, got.mean(0), atol=1e-5)
 
 
-def test_reference_chunks():
+def test_reference_chunks_whole():
     mel, sr = MelConfig(), 22050
     rng = np.random.default_rng(1)
     long, short = rng.normal(size=int(9.5 * sr)).astype(np.float32) * 0.1, rng.normal(size=sr).astype(np.float32)
-    chunks = reference_chunks([long], CFG, mel)  # 9.5 s -> two whole 4 s chunks, the rest dropped
-    assert chunks.shape == (2, 80, mel.n_frames(4 * sr))
+    chunks = reference_mels([long], CFG)  # 9.5 s -> two whole 4 s chunks, the rest dropped
+    assert len(chunks) == 2 and chunks[0].shape == (80, mel.n_frames(4 * sr))
     np.testing.assert_allclose(chunks[1], log_mel(long[4 * sr:8 * sr], mel), atol=1e-5)
-    both = reference_chunks([long, short], CFG, mel)  # a 1 s reference: everything cut to 1 s pieces
-    assert both.shape == (10, 80, mel.n_frames(sr))
+    both = reference_mels([long, short], CFG)  # a 1 s reference: everything cut to 1 s pieces
+    assert len(both) == 10 and {c.shape for c in both} == {(80, mel.n_frames(sr))}
     with pytest.raises(UserError, match="too short"):
-        reference_chunks([short[:100]], CFG, mel)
+        reference_mels([short[:100]], CFG)
+
+
+XTTS_CFG = dataclasses.replace(CFG, mel=XTTS_MEL, chunking="xtts", chunk_seconds=4.0, max_seconds=12.0,
+                               max_ref_seconds=5.0, mel_norms=tuple(np.linspace(2.0, 5.0, 80).tolist()))
+
+
+def _torchaudio_mel(wave, torch):
+    """XTTS-v2's ``wav_to_mel_cloning`` without torchaudio: torch.stft and torchaudio's
+    ``melscale_fbanks`` formula (HTK scale, slaney area norm) written out here, not librosa's."""
+    n_fft, hop, win, sr, n_mels, f_max = 2048, 256, 1024, 22050, 80, 8000.0
+    spec = torch.stft(torch.from_numpy(wave).double(), n_fft=n_fft, hop_length=hop, win_length=win,
+                      window=torch.hann_window(win, dtype=torch.float64), center=True, pad_mode="reflect",
+                      return_complex=True).abs() ** 2
+    freqs = torch.linspace(0, sr // 2, n_fft // 2 + 1, dtype=torch.float64)
+    hz_to_mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    m = torch.linspace(hz_to_mel(0.0), hz_to_mel(f_max), n_mels + 2, dtype=torch.float64)
+    f = 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+    slopes = f[None, :] - freqs[:, None]
+    down, up = -slopes[:, :-2] / (f[1:-1] - f[:-2]), slopes[:, 2:] / (f[2:] - f[1:-1])
+    bank = torch.clamp(torch.minimum(down, up), min=0.0) * (2.0 / (f[2:] - f[:-2]))[None, :]
+    return torch.log(torch.clamp(bank.T @ spec, min=1e-5))
+
+
+def test_xtts_chunking_and_mel_match_a_torch_reference():
+    """As XTTS-v2's get_conditioning_latents: references cut to max_ref_seconds and joined, the first
+    max_seconds cut into 4 s chunks, a last piece >= 0.33 s kept, each mel divided by mel_stats."""
+    torch = pytest.importorskip("torch")
+    sr = 22050
+    rng = np.random.default_rng(2)
+    a = (0.1 * rng.standard_normal(int(7.0 * sr))).astype(np.float32)  # cut to 5 s
+    b = (0.1 * rng.standard_normal(int(3.2 * sr))).astype(np.float32)
+    got = reference_mels([a, b], XTTS_CFG)
+    joined = np.concatenate([a[:5 * sr], b])  # 8.2 s: chunks 0-4, 4-8, and 0.2 s (< 0.33 s: skipped)
+    assert [g.shape[1] for g in got] == [XTTS_MEL.n_frames(4 * sr)] * 2
+    for i, g in enumerate(got):
+        want = _torchaudio_mel(joined[i * 4 * sr:(i + 1) * 4 * sr], torch).numpy() / np.asarray(XTTS_CFG.mel_norms)[:, None]
+        np.testing.assert_allclose(g, want, atol=2e-4)
+    c = (0.1 * rng.standard_normal(int(4.5 * sr))).astype(np.float32)  # 4 s + 0.5 s: the short piece stays
+    assert [g.shape[1] for g in reference_mels([c], XTTS_CFG)] == [XTTS_MEL.n_frames(4 * sr), XTTS_MEL.n_frames(sr // 2)]
+    with pytest.raises(UserError, match="0.33"):
+        reference_mels([c[:int(0.2 * sr)]], XTTS_CFG)
+
+
+def test_mean_over_chunks_of_different_lengths(conditioner):
+    rng = np.random.default_rng(5)
+    mels = [rng.normal(size=(CFG.n_mels, n)).astype(np.float32) for n in (24, 24, 11)]
+    each = [np.asarray(condition_from_chunks(conditioner, jnp.asarray(m[None]))) for m in mels]
+    np.testing.assert_allclose(condition_from_mels(conditioner, mels), np.mean(each, axis=0), atol=1e-5)
+
+
+def test_config_round_trip_and_checks():
+    from xtts_jax.models.conditioning import ConditioningConfig
+
+    assert ConditioningConfig.from_dict(XTTS_CFG.to_dict()) == XTTS_CFG
+    assert ConditioningConfig.from_dict(CFG.to_dict()) == CFG
+    old = {k: v for k, v in CFG.to_dict().items() if k not in ("mel", "mel_norms", "chunking", "max_ref_seconds")}
+    assert ConditioningConfig.from_dict(old).mel_config == MelConfig()  # checkpoints from before the mel field
+    with pytest.raises(UserError, match="mel_norms"):
+        dataclasses.replace(CFG, mel_norms=(1.0, 2.0))
+    with pytest.raises(UserError, match="chunking"):
+        dataclasses.replace(CFG, chunking="overlap")

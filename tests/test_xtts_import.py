@@ -26,17 +26,19 @@ nn = torch.nn
 from xtts_jax.convert.xtts import infer_config, load_xtts_gpt, tortoise_groups  # noqa: E402
 from xtts_jax.errors import UserError  # noqa: E402
 from xtts_jax.inference.tts import load_tts  # noqa: E402
-from xtts_jax.models.conditioning import ConditioningConfig  # noqa: E402
+from xtts_jax.models.conditioning import XTTS_MEL, ConditioningConfig  # noqa: E402
 from xtts_jax.models.gpt import GPTConfig  # noqa: E402
 from xtts_jax.models.tts import PRESETS, TTSConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # head width 64, as XTTS-v2, so that the config can be inferred from shapes alone
+MEL_STATS = tuple(float(x) for x in np.linspace(1.5, 4.0, 20, dtype=np.float32))  # Xtts's mel_stats buffer
 TINY = TTSConfig(gpt=GPTConfig(n_layer=2, n_head=2, n_embd=128), text_vocab_size=300, text_start_token=261,
-                 text_stop_token=0, text_positions=24, audio_positions=40, num_audio_codes=32,
+                 text_stop_token=0, text_positions=24, audio_positions=40, num_audio_codes=32, tokenizer="xtts",
                  conditioning=ConditioningConfig(n_mels=20, n_embd=128, n_head=2, n_blocks=2, num_groups=32,
                                                  num_latents=8, perceiver_depth=2, perceiver_heads=2,
-                                                 perceiver_head_dim=64, ff_mult=2))
+                                                 perceiver_head_dim=64, ff_mult=2, chunking="xtts",
+                                                 mel=dataclasses.replace(XTTS_MEL, n_mels=20), mel_norms=MEL_STATS))
 
 
 class AttentionBlock(nn.Module):
@@ -163,6 +165,7 @@ def reference(tmp_path_factory):
         ref.gpt.wpe.weight.zero_()  # coqui: null position embeddings
     path = tmp_path_factory.mktemp("xtts") / "model.pth"
     extra = {"hifigan_decoder.waveform_decoder.conv_pre.weight": torch.zeros(4, 3, 7)}  # read elsewhere
+    extra["mel_stats"] = torch.tensor(MEL_STATS)
     torch.save({"model": {**xtts_state_dict(ref), **extra}, "config": {}}, path)
     return ref, path
 
@@ -222,7 +225,9 @@ def test_conditioning_latents_match_xtts(reference, imported):
 
 def test_xtts_v2_config_inferred_from_published_shapes():
     """The full-size layout, built on torch's meta device (no memory), infers our xtts-v2 preset."""
-    full = dataclasses.replace(PRESETS["xtts-v2"], text_vocab_size=6681, text_start_token=261, text_stop_token=0)
+    full = dataclasses.replace(PRESETS["xtts-v2"], text_vocab_size=6681, text_start_token=261, text_stop_token=0,
+                               tokenizer="xtts", conditioning=dataclasses.replace(
+                                   PRESETS["xtts-v2"].conditioning, mel=XTTS_MEL, chunking="xtts"))
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in xtts_state_dict(XttsGPT(full)).items()}
     assert shapes["gpt.text_embedding.weight"] == (6681, 1024) and shapes["gpt.mel_embedding.weight"] == (1026, 1024)
@@ -230,7 +235,7 @@ def test_xtts_v2_config_inferred_from_published_shapes():
 
 
 def _state(reference) -> dict:
-    return xtts_state_dict(reference[0])
+    return {**xtts_state_dict(reference[0]), "mel_stats": torch.tensor(MEL_STATS)}
 
 
 def test_bad_checkpoints(reference, tmp_path):

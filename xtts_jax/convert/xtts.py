@@ -29,6 +29,7 @@ coqui's XTTS ``latent_encoder.AttentionBlock`` (Tortoise's ``arch_utils`` block 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import equinox as eqx
@@ -39,11 +40,12 @@ import numpy as np
 from xtts_jax.convert import hf_gpt2
 from xtts_jax.convert.hifigan import torch_load
 from xtts_jax.errors import UserError
-from xtts_jax.models.conditioning import ConditioningConfig
+from xtts_jax.models.conditioning import XTTS_MEL, ConditioningConfig
 from xtts_jax.models.gpt import GPTConfig
 from xtts_jax.models.tts import TTS, TTSConfig
 
 PREFIX = "gpt."
+MEL_STATS = "mel_stats"  # Xtts's buffer: the per-channel divisor of the reference log-mel
 TEXT_START, TEXT_STOP = 261, 0  # XTTS-v2's GPT(start_text_token=261, stop_text_token=0)
 HEAD_DIM = 64  # GPT and perceiver head width of XTTS-v2 (and of every GPT-2 size)
 _ENC, _PERC = PREFIX + "conditioning_encoder.", PREFIX + "conditioning_perceiver."
@@ -61,7 +63,7 @@ def tortoise_groups(channels: int) -> int:
 
 
 def read_xtts_state(path_or_state_dict) -> dict[str, np.ndarray]:
-    """The ``gpt.*`` tensors of an XTTS-v2 checkpoint as float32 numpy arrays.
+    """The ``gpt.*`` tensors (and ``mel_stats``) of an XTTS-v2 checkpoint as float32 numpy arrays.
 
     Accepts a path to ``model.pth`` (``{"model": state_dict, ...}`` or a bare state dict) or the
     dict itself. Keys of coqui's ``GPTTrainer`` checkpoints (``xtts.gpt.*``) lose their ``xtts.``.
@@ -78,9 +80,9 @@ def read_xtts_state(path_or_state_dict) -> dict[str, np.ndarray]:
         if not isinstance(key, str):
             continue
         key = key.removeprefix("xtts.")
-        if key.startswith(PREFIX):
+        if key.startswith(PREFIX) or key == MEL_STATS:
             arrays[key] = value.float().numpy() if hasattr(value, "float") else np.asarray(value, np.float32)
-    if not arrays:
+    if not any(k.startswith(PREFIX) for k in arrays):
         raise UserError(f"{where} is not an XTTS checkpoint: it has no {PREFIX}* keys")
     return arrays
 
@@ -123,8 +125,13 @@ def infer_config(state: dict) -> TTSConfig:
         mults = [m for m in range(1, 17) if int(d * m * 2 / 3) == ff]
         if not mults:
             raise UserError(f"perceiver feed-forward width {ff} is not int({d} * mult * 2 / 3) for any mult up to 16")
+        n_mels = _shape(state, _ENC + "init.weight")[1]
+        norms = state.get(MEL_STATS)
+        if norms is not None and norms.shape != (n_mels,):
+            raise UserError(f"{MEL_STATS} has shape {norms.shape}, the conditioning encoder reads {n_mels} mels")
         conditioning = ConditioningConfig(
-            n_mels=_shape(state, _ENC + "init.weight")[1], n_embd=d, n_head=_heads(d, "GPT"),
+            n_mels=n_mels, mel=dataclasses.replace(XTTS_MEL, n_mels=n_mels), chunking="xtts",
+            mel_norms=() if norms is None else tuple(float(x) for x in norms), n_embd=d, n_head=_heads(d, "GPT"),
             n_blocks=_count(state, _ENC + "attn.{}.qkv.weight"), num_groups=tortoise_groups(d),
             num_latents=_shape(state, _PERC + "latents")[0],
             perceiver_depth=_count(state, _PERC + "layers.{}.0.to_q.weight"),
@@ -133,7 +140,7 @@ def infer_config(state: dict) -> TTSConfig:
                      text_start_token=TEXT_START, text_stop_token=TEXT_STOP,
                      text_positions=_shape(state, PREFIX + "text_pos_embedding.emb.weight")[0],
                      audio_positions=_shape(state, PREFIX + "mel_pos_embedding.emb.weight")[0],
-                     num_audio_codes=n_audio - 2, conditioning=conditioning)
+                     num_audio_codes=n_audio - 2, conditioning=conditioning, tokenizer="xtts")
 
 
 def _linear(take, key: str, d_in: int, d_out: int, bias: bool = True) -> list[np.ndarray]:
@@ -189,7 +196,7 @@ def load_xtts_gpt(path_or_state_dict, config: TTSConfig | None = None) -> TTS:
     getters, values = zip(*parts)
     values = [jnp.asarray(v) for vs in values for v in vs]
     model = eqx.tree_at(lambda m: [leaf for get in getters for leaf in get(m)], model, values)
-    leftover = sorted(k for k in state if k not in used and not _BUFFERS.match(k))
+    leftover = sorted(k for k in state if k not in used and k != MEL_STATS and not _BUFFERS.match(k))
     if leftover:
         raise UserError(f"checkpoint has {len(leftover)} {PREFIX}* tensor(s) this TTS config does not use, e.g. "
                         f"{', '.join(leftover[:4])}")

@@ -21,7 +21,7 @@ import numpy as np
 from xtts_jax.errors import UserError
 from xtts_jax.inference.sampling import SamplingConfig, generate, sample_token
 from xtts_jax.inference.vocoder import Vocoder
-from xtts_jax.models.conditioning import condition_from_chunks, reference_chunks
+from xtts_jax.models.conditioning import condition_from_mels, reference_mels
 from xtts_jax.models.dvae import DVAE
 from xtts_jax.models.tts import TTS, TTSConfig, TTSDecoder
 from xtts_jax.text import tokenizer
@@ -112,9 +112,27 @@ def speaker_from_wavs(model: TTS, paths: Sequence[str]) -> np.ndarray:
 
     if model.conditioner is None:
         raise UserError("this checkpoint has no conditioning encoder; pass --speaker emb.npy instead")
-    waves = [load_audio(p) for p in paths]
-    chunks = reference_chunks(waves, model.conditioner.config)
-    return np.asarray(condition_from_chunks(model.conditioner, jnp.asarray(chunks)), np.float32)
+    cfg = model.conditioner.config
+    waves = [load_audio(p, cfg.mel_config.sample_rate) for p in paths]
+    return condition_from_mels(model.conditioner, reference_mels(waves, cfg))
+
+
+def decoder_speaker_from_wavs(checkpoint: str | Path, model: TTS, paths: Sequence[str]) -> np.ndarray | None:
+    """The decoder's speaker embedding ``[e]`` from reference recordings, by the speaker encoder
+    beside the checkpoint (``speaker_encoder.safetensors``, XTTS-v2's ResNet); None without one.
+    As XTTS-v2, each reference is read at the conditioning rate and cut to ``max_ref_seconds``."""
+    encoder_path = Path(checkpoint).with_name("speaker_encoder.safetensors")
+    if not encoder_path.is_file():
+        return None
+    from xtts_jax.audio.io import load_audio
+    from xtts_jax.convert.speaker_encoder import load_speaker_encoder
+    from xtts_jax.models.speaker_encoder import speaker_embedding
+
+    cond = model.config.conditioning
+    sr = cond.mel_config.sample_rate if cond else 22050
+    limit = int((cond.max_ref_seconds if cond else 30.0) * sr)
+    waves = [load_audio(p, sr)[:limit] for p in paths]
+    return np.asarray(speaker_embedding(load_speaker_encoder(str(encoder_path)), waves, sr), np.float32)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -123,9 +141,38 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.!?;])\s+", text) if s.strip()]
 
 
-def text_tokens(sentence: str, cfg: TTSConfig) -> list[int]:
-    """``[start, BPE..., stop]`` for one sentence (renumbered into ``cfg.text_vocab`` when the model
-    has a compact table), or a UserError if a token is unknown or it cannot fit the text positions."""
+def load_text_tokenizer(path: str | Path, cfg: TTSConfig):
+    """The XTTS-v2 tokenizer a checkpoint carries (metadata ``xtts_tokenizer``), or None for the
+    GPT-2 BPE."""
+    if cfg.tokenizer != "xtts":
+        return None
+    from xtts_jax.text.xtts_tokenizer import XttsTokenizer
+    from xtts_jax.train.checkpoint import read_safetensors_metadata
+
+    vocab = read_safetensors_metadata(str(path)).get("xtts_tokenizer")
+    if vocab is None:
+        raise UserError(f"{path} reads XTTS-v2 text tokens but carries no tokenizer; convert the whole XTTS-v2 "
+                        "folder (model.pth with vocab.json beside it) with tools/convert_xtts.py")
+    return XttsTokenizer.from_str(vocab)
+
+
+def text_tokens(sentence: str, cfg: TTSConfig, tokenizer=None, language: str = "en") -> list[int]:
+    """``[start, tokens..., stop]`` for one sentence, or a UserError if a token is unknown or it
+    cannot fit the text positions. GPT-2 BPE (renumbered into ``cfg.text_vocab`` when the model
+    has a compact table), or ``tokenizer`` (an XTTS-v2 ``XttsTokenizer``) in ``language``."""
+    if cfg.tokenizer == "xtts":
+        if tokenizer is None:
+            raise UserError("this model reads XTTS-v2 text tokens: load its tokenizer with load_text_tokenizer")
+        ids = tokenizer.encode(sentence.strip().lower(), language)  # XTTS-v2's inference lowercases too
+    else:
+        ids = _gpt2_ids(sentence, cfg)
+    if len(ids) + 2 > cfg.text_positions:
+        raise UserError(f"a sentence of {len(ids)} tokens is longer than the model's {cfg.text_positions - 2}: "
+                        f"{sentence[:40]!r}...; add sentence punctuation")
+    return [cfg.text_start_token, *ids, cfg.text_stop_token]
+
+
+def _gpt2_ids(sentence: str, cfg: TTSConfig) -> list[int]:
     ids = tokenizer.encode(sentence, allow_eot=False)
     if cfg.text_vocab:
         vocab = VocabMap(cfg.text_vocab)
@@ -134,13 +181,10 @@ def text_tokens(sentence: str, cfg: TTSConfig) -> list[int]:
             words = ", ".join(repr(tokenizer.decode([i]).strip()) for i in dict.fromkeys(unknown))
             raise UserError(f"this model's {len(known)}-token text vocabulary lacks {words} "
                             f"(in {sentence[:40]!r}); use the words of the corpus it was trained on")
-        ids = vocab.to_compact(np.asarray(ids, np.int64)).tolist()
-    elif any(i >= cfg.text_vocab_size for i in ids):
+        return vocab.to_compact(np.asarray(ids, np.int64)).tolist()
+    if any(i >= cfg.text_vocab_size for i in ids):
         raise UserError(f"the text {sentence[:40]!r} has tokens outside this model's {cfg.text_vocab_size}-token vocabulary")
-    if len(ids) + 2 > cfg.text_positions:
-        raise UserError(f"a sentence of {len(ids)} tokens is longer than the model's {cfg.text_positions - 2}: "
-                        f"{sentence[:40]!r}...; add sentence punctuation")
-    return [cfg.text_start_token, *ids, cfg.text_stop_token]
+    return ids
 
 
 @eqx.filter_jit
@@ -173,6 +217,8 @@ class Synthesizer:
     vocoder: Vocoder
     dvae: DVAE | None = None
     gap_seconds: float = 0.15  # silence between joined sentences
+    tokenizer: object = None  # an XttsTokenizer for models with cfg.tokenizer == "xtts"
+    language: str = "en"  # the language tag XTTS-v2 tokenizers put before the text
 
     def __post_init__(self):
         if self.vocoder.features == "mel" and self.dvae is None:
@@ -183,6 +229,9 @@ class Synthesizer:
     @property
     def sample_rate(self) -> int:
         return self.vocoder.sample_rate
+
+    def text_row(self, sentence: str) -> list[int]:
+        return text_tokens(sentence, self.model.config, self.tokenizer, self.language)
 
     def max_new_tokens(self, requested: int | None = None) -> int:
         limit = self.model.config.audio_positions - 2  # start and stop take one position each
@@ -219,7 +268,7 @@ class Synthesizer:
         empty = [i for i, t in enumerate(texts) if not split_sentences(t)]
         if empty:
             raise UserError(f"text {empty[0] + 1} is empty")
-        rows = [text_tokens(s, self.model.config) for _, s in sentences]
+        rows = [self.text_row(s) for _, s in sentences]
         row_conds = [conds[i] for i, _ in sentences]
         codes = []
         for b in range(0, len(rows), batch_size):
@@ -260,7 +309,7 @@ class Synthesizer:
         spt = self.dvae.cfg.downsample * self.dvae.cfg.mel.hop_length if windowed else None
         hop = spt or self.sample_rate * 1024 // 22050  # samples per audio token (about, for latents)
         for n, sentence in enumerate(sentences):
-            row = text_tokens(sentence, self.model.config)
+            row = self.text_row(sentence)
             key, sub = jax.random.split(key)
             if n:
                 yield np.zeros(int(self.gap_seconds * self.sample_rate), np.float32)

@@ -26,6 +26,9 @@ from xtts_jax.errors import UserError
 from xtts_jax.models.layers import Dense
 
 
+CHUNKING = ("whole", "xtts")
+
+
 @dataclasses.dataclass(frozen=True)
 class ConditioningConfig:
     n_mels: int = 80
@@ -40,15 +43,46 @@ class ConditioningConfig:
     ff_mult: int = 4
     chunk_seconds: float = 4.0
     max_seconds: float = 30.0
+    # The reference log-mel. Our models read the DVAE's features (the default); XTTS-v2 reads
+    # ``wav_to_mel_cloning``: n_fft 2048, win 1024, hop 256, torchaudio's HTK scale with slaney
+    # area norm, then divides each channel by the ``mel_stats`` stored in its model.pth.
+    mel: MelConfig | None = None  # None: the DVAE's MelConfig() with n_mels mels
+    mel_norms: tuple[float, ...] = ()  # per-channel divisor (XTTS-v2's mel_stats); empty: none
+    # How references become chunks. "whole": each reference is cut into whole chunk_seconds
+    # pieces, the remainder dropped (our training clips are single 3-6 s pieces). "xtts": as
+    # XTTS-v2's get_conditioning_latents: each reference cut to max_ref_seconds, all joined, the
+    # first max_seconds cut into chunk_seconds pieces, a last piece kept if >= 0.33 s.
+    chunking: str = "whole"
+    max_ref_seconds: float = 30.0
 
     def __post_init__(self):
         if self.n_embd % self.n_head or self.n_embd % self.num_groups:
             raise UserError(f"conditioning n_embd {self.n_embd} must divide by n_head {self.n_head} "
                             f"and num_groups {self.num_groups}")
+        if self.mel is not None and self.mel.n_mels != self.n_mels:
+            raise UserError(f"the conditioning encoder reads {self.n_mels} mels, its mel config has {self.mel.n_mels}")
+        if self.mel_norms and len(self.mel_norms) != self.n_mels:
+            raise UserError(f"mel_norms has {len(self.mel_norms)} values for {self.n_mels} mels")
+        if self.chunking not in CHUNKING:
+            raise UserError(f"conditioning chunking {self.chunking!r} is not one of {', '.join(CHUNKING)}")
+
+    @property
+    def mel_config(self) -> MelConfig:
+        return self.mel or MelConfig(n_mels=self.n_mels)
 
     @property
     def ff_width(self) -> int:
         return int(self.n_embd * self.ff_mult * 2 / 3)  # GEGLU keeps the parameters of a x4 MLP
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ConditioningConfig":
+        d = dict(d)
+        d["mel"] = MelConfig(**d["mel"]) if d.get("mel") else None
+        d["mel_norms"] = tuple(float(x) for x in d.get("mel_norms", ()))
+        return cls(**d)
 
 
 PRESETS = {
@@ -56,6 +90,10 @@ PRESETS = {
     "tiny": ConditioningConfig(n_embd=64, n_head=4, n_blocks=2, num_groups=8, num_latents=8,
                                perceiver_heads=4, perceiver_head_dim=16, ff_mult=2),
 }
+# XTTS-v2's reference features (coqui TTS ``xtts.py``: ``wav_to_mel_cloning`` in ``get_gpt_cond_latents``)
+XTTS_MEL = MelConfig(n_fft=2048, hop_length=256, win_length=1024, n_mels=80, fmin=0.0, fmax=8000.0,
+                     htk=True, norm="slaney")
+XTTS_MIN_CHUNK_SECONDS = 0.33  # a shorter last piece is skipped, as XTTS-v2
 
 
 def _attend(q: Array, k: Array, v: Array, n_head: int) -> Array:
@@ -175,25 +213,48 @@ class Conditioner(eqx.Module):
         return jax.vmap(self)(chunks).mean(0)
 
 
-def reference_chunks(waves: list[np.ndarray], cfg: ConditioningConfig, mel: MelConfig = MelConfig()) -> np.ndarray:
-    """Log-mel chunks ``[K, n_mels, frames]`` of equal length from one or more reference waveforms.
+def _chunks(waves: list[np.ndarray], cfg: ConditioningConfig) -> list[np.ndarray]:
+    sr = cfg.mel_config.sample_rate
+    chunk, limit = int(cfg.chunk_seconds * sr), int(cfg.max_seconds * sr)
+    if cfg.chunking == "xtts":
+        joined = np.concatenate([w[:int(cfg.max_ref_seconds * sr)] for w in waves])[:limit]
+        pieces = [joined[i:i + chunk] for i in range(0, len(joined), chunk)]
+        return [p for p in pieces if len(p) >= XTTS_MIN_CHUNK_SECONDS * sr]
+    waves = [w[:limit] for w in waves]
+    chunk = min(chunk, min(len(w) for w in waves))  # a short reference sets the chunk length
+    return [w[i:i + chunk] for w in waves for i in range(0, len(w) - chunk + 1, chunk)]
 
-    Each waveform (at most ``max_seconds`` used) is cut into whole ``chunk_seconds`` pieces; a
-    remainder shorter than a chunk is dropped, unless a waveform is shorter than one chunk, in
-    which case every chunk is cut to the shortest reference so that all stack into one array.
+
+def reference_mels(waves: list[np.ndarray], cfg: ConditioningConfig) -> list[np.ndarray]:
+    """Log-mel chunks (each ``[n_mels, frames]``, normalised by ``cfg.mel_norms``) of one or more
+    reference waveforms at ``cfg.mel_config.sample_rate``, chunked as ``cfg.chunking`` says.
+
+    "whole": each waveform (at most ``max_seconds``) is cut into whole ``chunk_seconds`` pieces;
+    a remainder shorter than a chunk is dropped, unless a waveform is shorter than one chunk, in
+    which case every chunk is cut to the shortest reference. "xtts": see :class:`ConditioningConfig`.
     """
-    if mel.n_mels != cfg.n_mels:
-        raise UserError(f"the conditioning encoder reads {cfg.n_mels} mels, the mel config has {mel.n_mels}")
-    chunk = int(cfg.chunk_seconds * mel.sample_rate)
-    limit = int(cfg.max_seconds * mel.sample_rate)
-    waves = [np.asarray(w, np.float32)[:limit] for w in waves]
-    if not waves or min(len(w) for w in waves) < mel.hop_length * 8:
+    waves = [np.asarray(w, np.float32) for w in waves]
+    if not waves or min(len(w) for w in waves) < cfg.mel_config.hop_length * 8:
         raise UserError("a reference recording is too short for speaker conditioning (need at least 0.1 s)")
-    chunk = min(chunk, min(len(w) for w in waves))
-    pieces = [w[i:i + chunk] for w in waves for i in range(0, len(w) - chunk + 1, chunk)]
-    return np.stack([log_mel(p, mel) for p in pieces])
+    pieces = _chunks(waves, cfg)
+    if not pieces:
+        raise UserError(f"the references hold no piece of at least {XTTS_MIN_CHUNK_SECONDS} s for conditioning")
+    norms = np.asarray(cfg.mel_norms, np.float32)[:, None] if cfg.mel_norms else None
+    mels = [log_mel(p, cfg.mel_config) for p in pieces]
+    return [m / norms for m in mels] if norms is not None else mels
 
 
 @eqx.filter_jit
 def condition_from_chunks(conditioner: Conditioner, chunks: Float[Array, "K n_mels T"]) -> Float[Array, "N C"]:
     return conditioner.from_chunks(chunks)
+
+
+def condition_from_mels(conditioner: Conditioner, mels: list[np.ndarray]) -> np.ndarray:
+    """Mean latents ``[num_latents, n_embd]`` over chunks of possibly different lengths: chunks of
+    one length run together (one compile per length), then the means are weighted by count."""
+    by_length: dict[int, list[np.ndarray]] = {}
+    for m in mels:
+        by_length.setdefault(m.shape[1], []).append(m)
+    total = sum(len(group) * np.asarray(condition_from_chunks(conditioner, jnp.asarray(np.stack(group))), np.float64)
+                for group in by_length.values())
+    return (total / len(mels)).astype(np.float32)

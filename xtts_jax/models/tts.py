@@ -46,8 +46,13 @@ class TTSConfig:
     audio_positions: int = 608
     num_audio_codes: int = 1024
     conditioning: ConditioningConfig | None = ConditioningConfig()
+    # Text tokenizer: "gpt2" (GPT-2 BPE, tiktoken) or "xtts" (an XTTS-v2 vocab.json, carried in
+    # the checkpoint's metadata; ``text.xtts_tokenizer``).
+    tokenizer: str = "gpt2"
 
     def __post_init__(self):
+        if self.tokenizer not in ("gpt2", "xtts"):
+            raise UserError(f"TTS tokenizer {self.tokenizer!r} is not gpt2 or xtts")
         if self.conditioning is not None and self.conditioning.n_embd != self.gpt.n_embd:
             raise UserError(f"conditioning n_embd {self.conditioning.n_embd} differs from the GPT's {self.gpt.n_embd}")
         if max(self.text_start_token, self.text_stop_token) >= self.text_vocab_size:
@@ -76,7 +81,7 @@ class TTSConfig:
         d["gpt"] = GPTConfig.from_dict(d["gpt"])
         d["text_vocab"] = tuple(d.get("text_vocab", ()))
         cond = d.get("conditioning")
-        d["conditioning"] = ConditioningConfig(**cond) if cond else None
+        d["conditioning"] = ConditioningConfig.from_dict(cond) if cond else None
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise UserError(f"unknown TTSConfig field(s): {', '.join(sorted(unknown))}")
