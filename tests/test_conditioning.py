@@ -95,10 +95,10 @@ XTTS_CFG = dataclasses.replace(CFG, mel=XTTS_MEL, chunking="xtts", chunk_seconds
                                max_ref_seconds=5.0, mel_norms=tuple(np.linspace(2.0, 5.0, 80).tolist()))
 
 
-def _torchaudio_mel(wave, torch):
-    """XTTS-v2's ``wav_to_mel_cloning`` without torchaudio: torch.stft and torchaudio's
-    ``melscale_fbanks`` formula (HTK scale, slaney area norm) written out here, not librosa's."""
-    n_fft, hop, win, sr, n_mels, f_max = 2048, 256, 1024, 22050, 80, 8000.0
+def torchaudio_mel(wave, torch, n_mels=80):
+    """XTTS-v2's ``wav_to_mel_cloning`` (before ``/ mel_stats``) without torchaudio: torch.stft and
+    torchaudio's ``melscale_fbanks`` formula (HTK scale, slaney area norm) written out here."""
+    n_fft, hop, win, sr, f_max = 2048, 256, 1024, 22050, 8000.0
     spec = torch.stft(torch.from_numpy(wave).double(), n_fft=n_fft, hop_length=hop, win_length=win,
                       window=torch.hann_window(win, dtype=torch.float64), center=True, pad_mode="reflect",
                       return_complex=True).abs() ** 2
@@ -124,7 +124,7 @@ def test_xtts_chunking_and_mel_match_a_torch_reference():
     joined = np.concatenate([a[:5 * sr], b])  # 8.2 s: chunks 0-4, 4-8, and 0.2 s (< 0.33 s: skipped)
     assert [g.shape[1] for g in got] == [XTTS_MEL.n_frames(4 * sr)] * 2
     for i, g in enumerate(got):
-        want = _torchaudio_mel(joined[i * 4 * sr:(i + 1) * 4 * sr], torch).numpy() / np.asarray(XTTS_CFG.mel_norms)[:, None]
+        want = torchaudio_mel(joined[i * 4 * sr:(i + 1) * 4 * sr], torch).numpy() / np.asarray(XTTS_CFG.mel_norms)[:, None]
         np.testing.assert_allclose(g, want, atol=2e-4)
     c = (0.1 * rng.standard_normal(int(4.5 * sr))).astype(np.float32)  # 4 s + 0.5 s: the short piece stays
     assert [g.shape[1] for g in reference_mels([c], XTTS_CFG)] == [XTTS_MEL.n_frames(4 * sr), XTTS_MEL.n_frames(sr // 2)]

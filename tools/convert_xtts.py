@@ -1,12 +1,16 @@
-"""Convert the GPT of an XTTS-v2 checkpoint into our TTS safetensors.
+"""Convert an XTTS-v2 model (coqui TTS) into ours.
 
-    python tools/convert_xtts.py --checkpoint XTTS-v2/model.pth -o runs/xtts/tts.safetensors
+    python tools/convert_xtts.py --checkpoint XTTS-v2/ -o runs/xtts     # the whole release folder
+    python tools/synthesize.py --checkpoint runs/xtts/tts.safetensors --speaker "Ana Florence" \
+        --text "Hello there." --language en -o out.wav
+    python tools/convert_xtts.py --checkpoint XTTS-v2/model.pth -o runs/xtts/gpt.safetensors  # GPT only
 
-reads the ``gpt.*`` tensors of coqui's ``model.pth`` (text and audio embeddings and positions,
-the 30 GPT-2 blocks, final norm, text and audio heads, conditioning encoder and perceiver), infers
-the config from their shapes, prints it, and writes weights + config for ``load_tts``. The
-HiFiGAN decoder in the same file is read by ``xtts_jax.convert.hifigan``; XTTS-v2's text needs its
-own 6,681-token tokenizer (``vocab.json``), which is not converted here.
+With a folder (or a ``model.pth`` with ``vocab.json`` beside it) as output, everything
+``synthesize.py`` needs is written (``xtts_jax/convert/xtts_folder.py``): the GPT with its
+conditioning encoder, tokenizer and sampling settings (``tts.safetensors``), the HiFiGAN decoder
+(``vocoder.safetensors``), the speaker encoder (``speaker_encoder.safetensors``) and the built-in
+voices of ``speakers_xtts.pth`` (``speakers/``). With a ``.safetensors`` output only the ``gpt.*``
+tensors are converted (``xtts_jax/convert/xtts.py``). The config is inferred from tensor shapes.
 """
 
 from __future__ import annotations
@@ -25,20 +29,33 @@ from xtts_jax.errors import UserError, run_cli  # noqa: E402
 @run_cli
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", required=True, help="XTTS-v2 model.pth (coqui TTS)")
-    ap.add_argument("-o", "--output", required=True, help="the .safetensors to write")
+    ap.add_argument("--checkpoint", required=True, help="an XTTS-v2 folder, or its model.pth")
+    ap.add_argument("-o", "--output", required=True,
+                    help="a folder (everything synthesize.py needs), or a .safetensors (the GPT only)")
     args = ap.parse_args(argv)
-    if not args.output.endswith(".safetensors"):
-        raise UserError(f"output {args.output} must end in .safetensors")
-    if not Path(args.checkpoint).is_file():
+    source = Path(args.checkpoint)
+    if not source.exists():
         raise UserError(f"checkpoint {args.checkpoint} does not exist")
+    if not args.output.endswith(".safetensors"):
+        if Path(args.output).is_file():
+            raise UserError(f"output {args.output} is a file; give a folder or a .safetensors path")
+        from xtts_jax.convert.xtts_folder import convert_xtts_folder
+
+        summary = convert_xtts_folder(source, args.output)
+        print(f"wrote {args.output}: tts.safetensors, vocoder.safetensors, speaker_encoder.safetensors"
+              + (f", {len(summary['voices'])} voices in speakers/" if summary["voices"] else ""))
+        return 0
+    if source.is_dir():
+        source = source / "model.pth"
+        if not source.is_file():
+            raise UserError(f"{args.checkpoint} holds no model.pth")
 
     from xtts_jax.convert.xtts import describe, load_xtts_gpt
     from xtts_jax.inference.tts import save_tts
 
-    model = load_xtts_gpt(args.checkpoint)
+    model = load_xtts_gpt(source)
     print(describe(model.config))
-    save_tts(model, args.output, {"source": f"XTTS-v2 gpt.* of {Path(args.checkpoint).name}"})
+    save_tts(model, args.output, {"source": f"XTTS-v2 gpt.* of {source.name}"})
     print(f"wrote {args.output}")
     return 0
 

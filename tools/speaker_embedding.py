@@ -4,7 +4,9 @@
 
 writes float32 ``(num_latents, n_embd)`` -- (32, 1024) for XTTS-v2's size: the perceiver latents
 of the model's conditioning encoder, averaged over 4-second chunks of all references. Pass the
-file to tools/synthesize.py --speaker.
+file to tools/synthesize.py --speaker. When a speaker encoder lies beside the checkpoint (a
+converted XTTS-v2 folder), the decoder's speaker embedding is written too, as ``emb.decoder.npy``,
+where synthesize.py looks for it.
 """
 
 from __future__ import annotations
@@ -34,12 +36,18 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
-    from xtts_jax.inference.tts import load_tts, speaker_from_wavs
+    from xtts_jax.inference.tts import decoder_speaker_from_wavs, load_tts, speaker_from_wavs
 
-    emb = speaker_from_wavs(load_tts(args.checkpoint), args.wavs)
+    model = load_tts(args.checkpoint)
+    emb = speaker_from_wavs(model, args.wavs)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     np.save(args.output, emb.astype(np.float32))
     print(f"wrote {args.output}: {emb.shape[0]} x {emb.shape[1]} float32 latents from {len(args.wavs)} recording(s)")
+    decoder = decoder_speaker_from_wavs(args.checkpoint, model, args.wavs)
+    if decoder is not None:
+        path = args.output[:-len(".npy")] + ".decoder.npy"
+        np.save(path, decoder)
+        print(f"wrote {path}: the decoder's {decoder.size}-d speaker embedding")
     return 0
 
 

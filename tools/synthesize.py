@@ -5,10 +5,18 @@
     python tools/synthesize.py --checkpoint runs/tts/tts.safetensors --speaker emb.npy \\
         --text "Hello there." -o out.wav
 
+    python tools/convert_xtts.py --checkpoint XTTS-v2/ -o runs/xtts     # an XTTS-v2 release folder
+    python tools/synthesize.py --checkpoint runs/xtts/tts.safetensors --speaker "Ana Florence" \
+        --language en --text "Hello there." -o out.wav
+
 Text from --text, --text-file or standard input; long text is split into sentences, sampled
 together in batches and joined. The speaker is an embedding (.npy float32, (d,) or (K, d), e.g.
-from tools/speaker_embedding.py) or reference recordings (--speaker-wav). Audio is rendered
-through --vocoder (a HiFiGAN checkpoint) when given, else the DVAE decoder + Griffin-Lim.
+from tools/speaker_embedding.py), a voice in speakers/ beside the checkpoint, or reference
+recordings (--speaker-wav). Audio is rendered through --vocoder: a HiFiGAN checkpoint, or by
+default vocoder.safetensors beside the checkpoint when there is one (a converted XTTS-v2 folder),
+else the DVAE decoder + Griffin-Lim. A decoder that takes a speaker embedding (XTTS-v2's) gets
+NAME.decoder.npy beside the speaker's .npy, --decoder-speaker, or, with --speaker-wav, the
+embedding of speaker_encoder.safetensors beside the checkpoint.
 """
 
 from __future__ import annotations
@@ -35,9 +43,35 @@ def speaker_path(arg: str, checkpoint: str) -> str:
     folder = Path(checkpoint).with_name("speakers")
     if (folder / f"{arg}.npy").is_file():
         return str(folder / f"{arg}.npy")
-    names = sorted(p.stem for p in folder.glob("*.npy")) if folder.is_dir() else []
+    names = sorted(p.stem for p in folder.glob("*.npy") if not p.stem.endswith(".decoder")) if folder.is_dir() else []
     raise UserError(f"speaker {arg!r} is neither a .npy file nor a voice beside the checkpoint"
                     + (f" (voices: {', '.join(names)})" if names else ""))
+
+
+def decoder_speaker(args, speaker_file: str | None, checkpoint: str, vocoder, model) -> "np.ndarray | None":
+    """The decoder's speaker embedding ``[e]``, or None when the decoder takes none."""
+    if not vocoder.speaker_dim:
+        if args.decoder_speaker:
+            raise UserError(f"the {vocoder.backend} decoder takes no speaker embedding; drop --decoder-speaker")
+        return None
+    if args.decoder_speaker:
+        path = args.decoder_speaker
+    elif speaker_file is not None:
+        path = str(Path(speaker_file).with_suffix("")) + ".decoder.npy"
+        if not Path(path).is_file():
+            raise UserError(f"this decoder needs a {vocoder.speaker_dim}-d speaker embedding: give --decoder-speaker "
+                            f"or put it at {path}")
+    else:
+        from xtts_jax.inference.tts import decoder_speaker_from_wavs
+
+        emb = decoder_speaker_from_wavs(checkpoint, model, args.speaker_wav)
+        if emb is None:
+            raise UserError(f"this decoder needs a {vocoder.speaker_dim}-d speaker embedding and there is no "
+                            "speaker_encoder.safetensors beside the checkpoint to compute it; give --decoder-speaker")
+        return emb
+    from xtts_jax.inference.tts import load_speaker_embedding
+
+    return load_speaker_embedding(path, vocoder.speaker_dim).mean(0)  # (K, e): K references, averaged as XTTS
 
 
 def read_text(args) -> str:
@@ -71,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
                      "voice in speakers/ beside the checkpoint (the demo's: flite_awb, flite_kal, flite_rms, flite_slt)")
     who.add_argument("--speaker-wav", nargs="+", help="reference recording(s) of the speaker")
     ap.add_argument("--dvae", help="dvae.safetensors (default: dvae.safetensors beside the checkpoint)")
-    ap.add_argument("--vocoder", default="griffinlim", help="griffinlim, or a HiFiGAN checkpoint")
+    ap.add_argument("--decoder-speaker", help="the decoder's speaker embedding .npy (XTTS-v2's HiFiGAN: 512-d)")
+    ap.add_argument("--vocoder", default="auto", help="griffinlim, a HiFiGAN checkpoint, or auto (default): "
+                    "vocoder.safetensors beside the checkpoint if there is one, else griffinlim")
+    ap.add_argument("--language", default="en", help="language of the text, for XTTS-v2 tokenizers (en, es, fr, ...)")
     ap.add_argument("-o", "--output", required=True, help="the .wav to write")
     ap.add_argument("--seed", type=int, default=0)
     add_sampling_flags(ap)
@@ -95,29 +132,39 @@ def main(argv: list[str] | None = None) -> int:
     from xtts_jax.models.dvae import load_dvae
 
     model = pipeline.load_tts(args.checkpoint)
+    tokenizer = pipeline.load_text_tokenizer(args.checkpoint, model.config)
+    if tokenizer is not None:
+        tokenizer.char_limit(args.language)  # an unknown language is a UserError before any work
+    speaker_file = None
     if args.speaker is not None:
-        cond = pipeline.load_speaker_embedding(speaker_path(args.speaker, args.checkpoint), model.config.gpt.n_embd)
+        speaker_file = speaker_path(args.speaker, args.checkpoint)
+        cond = pipeline.load_speaker_embedding(speaker_file, model.config.gpt.n_embd)
     else:
         cond = pipeline.speaker_from_wavs(model, args.speaker_wav)
     dvae_path = args.dvae or str(Path(args.checkpoint).with_name("dvae.safetensors"))
     dvae = load_dvae(dvae_path) if Path(dvae_path).is_file() else None
     if args.dvae and dvae is None:
         raise UserError(f"DVAE weights {args.dvae} do not exist")
-    if args.vocoder.lower() in ("griffinlim", "griffin-lim") and dvae is not None:
+    source = args.vocoder
+    if source.lower() == "auto":
+        beside = Path(args.checkpoint).with_name("vocoder.safetensors")
+        source = str(beside) if beside.is_file() else "griffinlim"
+    if source.lower() in ("griffinlim", "griffin-lim") and dvae is not None:
         vocoder = Vocoder.griffin_lim(dvae.cfg.mel)
     else:
-        vocoder = load_vocoder(args.vocoder)
-    synth = pipeline.Synthesizer(model, vocoder, dvae)
+        vocoder = load_vocoder(source)
+    decoder_emb = decoder_speaker(args, speaker_file, args.checkpoint, vocoder, model)
+    synth = pipeline.Synthesizer(model, vocoder, dvae, tokenizer=tokenizer, language=args.language)
     if args.max_new_tokens is None:
         import dataclasses
 
         sampling = dataclasses.replace(sampling, max_new_tokens=synth.max_new_tokens())
 
     n = len(pipeline.split_sentences(text))
-    print(f"synthesizing {n} sentence{'s' * (n != 1)} with {args.vocoder}...", file=sys.stderr)
+    print(f"synthesizing {n} sentence{'s' * (n != 1)} with {vocoder.backend}...", file=sys.stderr)
     t0 = time.perf_counter()
     (wave,) = synth.synthesize([text], [cond], jax.random.key(args.seed), sampling, args.batch_size,
-                               progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                               speaker=decoder_emb, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     elapsed = time.perf_counter() - t0
     wave = np.clip(wave, -1.0, 1.0)
     out = save_audio(args.output, wave, synth.sample_rate)

@@ -139,13 +139,18 @@ def load_hifigan_generator(path: str | Path, config: HifiganConfig | str | None 
     return generator_from_state_dict(state, config)
 
 
-def load_xtts_hifigan_decoder(path: str | Path, config: HifiganConfig | None = None) -> HifiganGenerator:
-    """The HiFiGAN decoder of an XTTS-v2 ``model.pth`` (keys ``hifigan_decoder.waveform_decoder.*``).
+def load_xtts_hifigan_decoder(path_or_state, config: HifiganConfig | None = None) -> HifiganGenerator:
+    """The HiFiGAN decoder of an XTTS-v2 ``model.pth`` (keys ``hifigan_decoder.waveform_decoder.*``;
+    a path, or the loaded checkpoint / state dict; ``xtts.`` key prefixes of coqui's trainer dropped).
 
-    The speaker encoder next to it (``hifigan_decoder.speaker_encoder.*``) is not read here.
+    The speaker encoder next to it (``hifigan_decoder.speaker_encoder.*``) is read by
+    ``convert/speaker_encoder.py``.
     """
-    obj = torch_load(path)
-    state = obj.get("model", obj)
+    obj = path_or_state if isinstance(path_or_state, dict) else torch_load(path_or_state)
+    state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+    state = {k.removeprefix("xtts."): v for k, v in state.items() if isinstance(k, str)}
+    if not any(k.startswith(XTTS_PREFIX) for k in state):
+        raise UserError(f"the checkpoint has no XTTS HiFiGAN decoder ({XTTS_PREFIX}* keys).")
     return generator_from_state_dict(state, config or preset("xtts-v2"), prefix=XTTS_PREFIX)
 
 

@@ -163,7 +163,7 @@ def text_tokens(sentence: str, cfg: TTSConfig, tokenizer=None, language: str = "
     if cfg.tokenizer == "xtts":
         if tokenizer is None:
             raise UserError("this model reads XTTS-v2 text tokens: load its tokenizer with load_text_tokenizer")
-        ids = tokenizer.encode(sentence.strip().lower(), language)  # XTTS-v2's inference lowercases too
+        ids = tokenizer.encode(sentence, language)
     else:
         ids = _gpt2_ids(sentence, cfg)
     if len(ids) + 2 > cfg.text_positions:

@@ -1,0 +1,230 @@
+"""A whole XTTS-v2 folder converted and spoken with, against PyTorch references of each part.
+
+The folder is written here as coqui ships it, at a tiny size: ``model.pth`` (``gpt.*`` from the
+XTTS GPT reference of ``test_xtts_import``, ``mel_stats``, ``hifigan_decoder.waveform_decoder.*``
+from the decoder reference of ``test_hifigan_import``, ``hifigan_decoder.speaker_encoder.*`` from
+the ResNet reference of ``test_speaker_encoder``), ``vocab.json`` (a tokenizers BPE with XTTS's
+special tokens where XTTS-v2 has them), ``config.json`` and ``speakers_xtts.pth``. After
+conversion, the audio our pipeline renders for given codes equals the torch GPT's latents through
+the torch decoder; conditioning from a recording equals XTTS's chunked mel through the torch
+conditioner, and its decoder embedding the torch speaker encoder's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from test_conditioning import torchaudio_mel  # noqa: E402
+from test_hifigan_import import TINY_XTTS, TorchXttsDecoder, _randomise  # noqa: E402
+from test_speaker_encoder import SMALL as SMALL_ENCODER, random_reference, torch_embedding  # noqa: E402
+from test_xtts_import import MEL_STATS, TINY, XttsGPT, xtts_state_dict  # noqa: E402
+
+from xtts_jax.audio.io import resample  # noqa: E402
+from xtts_jax.convert.xtts_folder import convert_xtts_folder  # noqa: E402
+from xtts_jax.errors import UserError  # noqa: E402
+from xtts_jax.inference import tts as P  # noqa: E402
+from xtts_jax.inference.vocoder import load_vocoder  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DECODER = dataclasses.replace(TINY_XTTS, in_channels=TINY.gpt.n_embd, cond_channels=SMALL_ENCODER.proj_dim)
+SETTINGS = {"model": "xtts", "temperature": 0.7, "repetition_penalty": 5.0, "top_k": 40, "top_p": 0.8,
+            "gpt_cond_len": 8, "gpt_cond_chunk_len": 3, "max_ref_len": 6, "languages": ["en", "es"]}
+VOICES = ("Ana Florence", "Bob")
+
+
+def build_vocab(path: Path, size: int = TINY.text_vocab_size) -> None:
+    """Single characters and XTTS's special tokens at XTTS-v2's ids ([STOP] 0, [UNK] 1, [SPACE] 2,
+    [START] 261), padded with unused tokens to the GPT's text table."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    specials = ["[STOP]", "[UNK]", "[SPACE]", "[en]", "[es]"]
+    vocab = {t: i for i, t in enumerate(specials + list("abcdefghijklmnopqrstuvwxyz',.!?-"))}
+    filler = iter(f"<unused{i}>" for i in range(size))
+    while len(vocab) < size:
+        vocab["[START]" if len(vocab) == TINY.text_start_token else next(filler)] = len(vocab)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.add_special_tokens(specials + ["[START]"])
+    tokenizer.save(str(path))
+
+
+def _randomise_gpt(ref):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            gain = p.ndim == 1 and ("norm" in name or "ln_" in name) and name.endswith(("weight", "gamma"))
+            p.copy_(1.0 + 0.1 * torch.randn_like(p) if gain else 0.05 * torch.randn_like(p))
+        ref.gpt.wpe.weight.zero_()  # coqui: null position embeddings
+    return ref.eval()
+
+
+@pytest.fixture(scope="module")
+def xtts(tmp_path_factory):
+    """(torch references, the XTTS-like folder, the converted folder)."""
+    src, out = tmp_path_factory.mktemp("XTTS-v2"), tmp_path_factory.mktemp("converted")
+    gpt = _randomise_gpt(XttsGPT(TINY))
+    decoder = _randomise(TorchXttsDecoder(DECODER, "new"), seed=5)
+    encoder = random_reference(SMALL_ENCODER, seed=6)
+    state = {**xtts_state_dict(gpt), "mel_stats": torch.tensor(MEL_STATS)}
+    state.update({"hifigan_decoder." + k: v for k, v in decoder.state_dict().items()})
+    state.update({"hifigan_decoder.speaker_encoder." + k: v for k, v in encoder.state_dict().items()})
+    torch.save({"model": state, "config": {}}, src / "model.pth")
+    build_vocab(src / "vocab.json")
+    (src / "config.json").write_text(json.dumps(SETTINGS))
+    gen = torch.Generator().manual_seed(7)
+    speakers = {name: {"gpt_cond_latent": torch.randn(1, TINY.conditioning.num_latents, TINY.gpt.n_embd, generator=gen),
+                       "speaker_embedding": torch.nn.functional.normalize(
+                           torch.randn(1, SMALL_ENCODER.proj_dim, 1, generator=gen), dim=1)} for name in VOICES}
+    torch.save(speakers, src / "speakers_xtts.pth")
+    summary = convert_xtts_folder(src, out, decoder_config=DECODER, speaker_encoder_config=SMALL_ENCODER,
+                                  log=lambda *a: None)
+    return dict(gpt=gpt, decoder=decoder, encoder=encoder, speakers=speakers, src=src, out=out, summary=summary)
+
+
+@pytest.fixture(scope="module")
+def synth(xtts):
+    ckpt = xtts["out"] / "tts.safetensors"
+    model = P.load_tts(ckpt)
+    return P.Synthesizer(model, load_vocoder(xtts["out"] / "vocoder.safetensors"),
+                         tokenizer=P.load_text_tokenizer(ckpt, model.config), language="en")
+
+
+def _max_diff(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def test_conversion_carries_settings_voices_and_mel_stats(xtts, synth):
+    assert xtts["summary"]["voices"] == list(VOICES)
+    assert xtts["summary"]["sampling"] == {k: SETTINGS[k] for k in ("temperature", "top_k", "top_p", "repetition_penalty")}
+    assert P.sampling_defaults(xtts["out"] / "tts.safetensors")["repetition_penalty"] == 5.0
+    cond = synth.model.config.conditioning
+    assert (cond.max_seconds, cond.chunk_seconds, cond.max_ref_seconds) == (8.0, 3.0, 6.0)
+    assert cond.chunking == "xtts" and cond.mel_norms == MEL_STATS and cond.mel_config.n_fft == 2048
+    for name, entry in xtts["speakers"].items():
+        np.testing.assert_array_equal(np.load(xtts["out"] / "speakers" / f"{name}.npy"), entry["gpt_cond_latent"][0].numpy())
+        np.testing.assert_array_equal(np.load(xtts["out"] / "speakers" / f"{name}.decoder.npy"),
+                                      entry["speaker_embedding"].reshape(-1).numpy())
+
+
+def test_text_row_is_xtts_tokens_between_start_and_stop(xtts, synth):
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(xtts["src"] / "vocab.json"))
+    assert synth.text_row("Hello, world.") == [261, *vocab.encode("[en]hello,[SPACE]world.").ids, 0]
+    # XTTS's English cleaning spells numbers out before the BPE
+    assert synth.text_row("42 cats.") == [261, *vocab.encode("[en]forty-two[SPACE]cats.").ids, 0]
+    with pytest.raises(UserError, match="♥"):
+        synth.text_row("I ♥ cats.")
+
+
+def test_rendered_audio_equals_torch_xtts(xtts, synth):
+    """Codes -> GPT latents at [start, codes...] -> HiFiGAN with the decoder's speaker embedding."""
+    name = VOICES[0]
+    cond = np.load(xtts["out"] / "speakers" / f"{name}.npy")
+    speaker = np.load(xtts["out"] / "speakers" / f"{name}.decoder.npy")
+    row = synth.text_row("Hello, world.")
+    codes = [3, 17, 5, 30, 0, 12, 12, 9]
+    got = synth.render(codes, cond, row, speaker)
+    with torch.no_grad():
+        audio = torch.tensor([[TINY.audio_start_token, *codes]])
+        _, _, latents = xtts["gpt"](torch.from_numpy(cond)[None], torch.tensor([row]), audio)
+        want = xtts["decoder"](latents, torch.from_numpy(speaker)[None, :, None])[0, 0].numpy()
+    assert got.shape == want.shape and 0.05 < want.std() < 0.9
+    assert _max_diff(got, want) <= 1e-4, _max_diff(got, want)
+    # sampling gives codes the renderer accepts, and the same seed the same codes
+    import jax
+
+    sampling = P.SamplingConfig(**P.sampling_defaults(xtts["out"] / "tts.safetensors"), max_new_tokens=12)
+    first = synth.codes([row], [cond], jax.random.key(0), sampling)
+    assert first == synth.codes([row], [cond], jax.random.key(0), sampling)
+    assert all(0 <= c < TINY.num_audio_codes for c in first[0])
+
+
+def test_conditioning_from_a_recording_equals_torch_xtts(xtts, synth, tmp_path):
+    import soundfile as sf
+
+    sr = 22050
+    rng = np.random.default_rng(3)
+    t = np.arange(int(7.2 * sr)) / sr
+    wave = (0.2 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.02 * rng.standard_normal(len(t)))
+    sf.write(tmp_path / "ref.wav", wave.astype(np.float32), sr, subtype="FLOAT")
+    ckpt = xtts["out"] / "tts.safetensors"
+    got = P.speaker_from_wavs(synth.model, [str(tmp_path / "ref.wav")])
+    # XTTS: cut to max_ref_len 6 s, then gpt_cond_len 8 s, chunks of 3 s: [0, 3), [3, 6)
+    cut = wave.astype(np.float32)[:6 * sr]
+    norms = torch.tensor(MEL_STATS, dtype=torch.float64)[:, None]
+    with torch.no_grad():
+        chunks = [(torchaudio_mel(cut[i:i + 3 * sr], torch, n_mels=TINY.conditioning.n_mels) / norms).float()
+                  for i in (0, 3 * sr)]
+        want = torch.stack([xtts["gpt"].style(c[None])[0] for c in chunks]).mean(0).numpy()
+    assert _max_diff(got, want) <= 1e-4, _max_diff(got, want)
+    emb = P.decoder_speaker_from_wavs(ckpt, synth.model, [str(tmp_path / "ref.wav")])
+    want_emb = torch_embedding(xtts["encoder"], resample(cut, sr, 16000))
+    assert emb.shape == (SMALL_ENCODER.proj_dim,) and _max_diff(emb, want_emb) <= 1e-4
+
+
+def _tool(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def _run(name, argv, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        _tool(name)(argv)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_synthesize_cli_speaks_with_a_converted_folder(xtts, tmp_path, capsys):
+    import soundfile as sf
+
+    ckpt = str(xtts["out"] / "tts.safetensors")
+    base = ["--checkpoint", ckpt, "--text", "Hello there. We are here!", "--max-new-tokens", "10"]
+    code, out, err = _run("synthesize", base + ["--speaker", "Ana Florence", "-o", str(tmp_path / "a.wav")], capsys)
+    assert code == 0, err
+    wave, rate = sf.read(tmp_path / "a.wav")
+    assert rate == DECODER.sample_rate and len(wave) > 0 and np.all(np.isfinite(wave))
+    assert "with hifigan" in err and "real-time factor" in out
+    sf.write(tmp_path / "ref.wav", (0.1 * np.random.default_rng(0).standard_normal(30000)).astype(np.float32), 22050)
+    code, _, err = _run("synthesize", base + ["--speaker-wav", str(tmp_path / "ref.wav"), "-o", str(tmp_path / "b.wav")],
+                        capsys)
+    assert code == 0, err
+    for argv, message in ((["--speaker", "Bob", "--language", "xx"], "language"),
+                          (["--speaker", "Nobody"], "Ana Florence, Bob"),
+                          (["--speaker", str(xtts["out"] / "speakers" / "Bob.npy"), "--decoder-speaker",
+                            str(tmp_path / "none.npy")], "does not exist")):
+        code, _, err = _run("synthesize", base + argv + ["-o", str(tmp_path / "c.wav")], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and lines[-1].startswith("error: ") and message in lines[-1], err
+
+
+def test_convert_cli_and_bad_folders(xtts, tmp_path, capsys):
+    code, out, err = _run("convert_xtts", ["--checkpoint", str(xtts["src"]), "-o", str(tmp_path / "gpt.safetensors")],
+                          capsys)
+    assert code == 0 and P.load_tts(tmp_path / "gpt.safetensors").config.tokenizer == "xtts", err
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    (lonely / "model.pth").write_bytes((xtts["src"] / "model.pth").read_bytes())
+    small = tmp_path / "small_vocab"
+    small.mkdir()
+    (small / "model.pth").write_bytes((xtts["src"] / "model.pth").read_bytes())
+    build_vocab(small / "vocab.json", size=280)
+    for source, message in ((lonely, "vocab.json"), (small, "280 tokens"), (tmp_path / "none", "does not exist")):
+        code, _, err = _run("convert_xtts", ["--checkpoint", str(source), "-o", str(tmp_path / "o")], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and message in lines[0], err
+    # a GPT-only conversion carries no tokenizer: synthesize says how to convert instead of failing later
+    code, _, err = _run("synthesize", ["--checkpoint", str(tmp_path / "gpt.safetensors"), "--text", "Hi.", "--speaker",
+                                       str(xtts["out"] / "speakers" / "Bob.npy"), "-o", str(tmp_path / "d.wav")], capsys)
+    assert code == 2 and "carries no tokenizer" in err
