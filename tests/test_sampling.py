@@ -93,6 +93,24 @@ def test_same_key_same_tokens_other_key_other_tokens(model):
     assert a != c
 
 
+def test_seen_tokens_are_penalised_from_the_first_step(model):
+    """XTTS-v2's stand-in prompt makes its penalty cover some ids before any is generated: greedy
+    steps must equal a numpy recompute that starts with those ids as seen."""
+    prompt = PROMPTS[0]
+    first = int(np.argmax(full_logits(model, prompt)))
+    cfg = SamplingConfig(temperature=0.0, repetition_penalty=50.0, max_new_tokens=4, penalize_prompt=False,
+                         seen_tokens=(first, 3))
+    got = generate(model, [prompt], jax.random.key(0), cfg)[0]
+    seq, seen = list(prompt), {first, 3}
+    for _ in range(4):
+        token = int(np.argmax(penalise(full_logits(model, seq), seen, 50.0)))
+        seq.append(token)
+        seen.add(token)
+    assert got == seq[len(prompt):] and got[0] != first
+    with pytest.raises(UserError, match="seen_tokens"):
+        SamplingConfig(seen_tokens=(-1,))
+
+
 def test_each_row_stops_on_its_own(model):
     free = generate(model, PROMPTS, jax.random.key(0), SamplingConfig(temperature=0.0, max_new_tokens=12))
     stop = free[0][3]  # row 0 emits this token at step 3

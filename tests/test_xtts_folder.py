@@ -104,8 +104,10 @@ def _max_diff(a, b) -> float:
 
 def test_conversion_carries_settings_voices_and_mel_stats(xtts, synth):
     assert xtts["summary"]["voices"] == list(VOICES)
-    assert xtts["summary"]["sampling"] == {k: SETTINGS[k] for k in ("temperature", "top_k", "top_p", "repetition_penalty")}
-    assert P.sampling_defaults(xtts["out"] / "tts.safetensors")["repetition_penalty"] == 5.0
+    assert xtts["summary"]["sampling"] == {**{k: SETTINGS[k] for k in ("temperature", "top_k", "top_p", "repetition_penalty")},
+                                           "seen_tokens": [1, TINY.audio_start_token]}
+    defaults = P.sampling_defaults(xtts["out"] / "tts.safetensors")
+    assert defaults["repetition_penalty"] == 5.0 and defaults["seen_tokens"] == (1, TINY.audio_start_token)
     cond = synth.model.config.conditioning
     assert (cond.max_seconds, cond.chunk_seconds, cond.max_ref_seconds) == (8.0, 3.0, 6.0)
     assert cond.chunking == "xtts" and cond.mel_norms == MEL_STATS and cond.mel_config.n_fft == 2048

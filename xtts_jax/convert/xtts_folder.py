@@ -120,7 +120,8 @@ def convert_xtts_folder(source: str | Path, out: str | Path, decoder_config=None
     tts = load_xtts_gpt(gpt_state, cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sampling = {k: settings[k] for k in SAMPLING_KEYS}
+    # as coqui's HF generate call: its stand-in prompt (id 1s, then the audio start) counts as seen
+    sampling = {**{k: settings[k] for k in SAMPLING_KEYS}, "seen_tokens": [1, cfg.audio_start_token]}
     meta = {"source": f"XTTS-v2 {model_path.name}", "xtts_tokenizer": vocab_path.read_text(encoding="utf-8"),
             "sampling": sampling, "languages": settings.get("languages", sorted(tokenizer.languages))}
     save_tts(tts, str(out / "tts.safetensors"), meta)

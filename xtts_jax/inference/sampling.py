@@ -32,6 +32,10 @@ class SamplingConfig:
     max_new_tokens: int = 64
     stop_token: int | None = None
     penalize_prompt: bool = True  # HF counts the prompt as "seen"; XTTS penalises generated audio tokens only
+    # Ids the repetition penalty counts as seen from the first step. XTTS-v2 hands HF generate a
+    # stand-in prompt of id 1 repeated, then the audio start token (coqui's GPT.compute_embeddings),
+    # so its penalty covers audio code 1 and the start token before anything is generated.
+    seen_tokens: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -44,6 +48,14 @@ class SamplingConfig:
             raise UserError(f"repetition_penalty {self.repetition_penalty} must be > 0")
         if self.max_new_tokens < 1:
             raise UserError(f"max_new_tokens {self.max_new_tokens} must be >= 1")
+        if any(int(t) < 0 for t in self.seen_tokens):
+            raise UserError(f"seen_tokens {self.seen_tokens} must be token ids >= 0")
+
+    def initial_seen(self, vocab: int) -> np.ndarray:
+        """``[vocab]`` bool: the ids in ``seen_tokens``."""
+        seen = np.zeros(vocab, bool)
+        seen[[t for t in self.seen_tokens if t < vocab]] = True
+        return seen
 
 
 class Generation(NamedTuple):
@@ -103,7 +115,7 @@ def generate_padded(model, prompts, prompt_lengths, key, cfg: SamplingConfig, ca
     last = jnp.take_along_axis(logits_all, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]
     vocab = last.shape[-1]
     valid = jnp.arange(prompts.shape[1])[None] < prompt_lengths[:, None]
-    seen = _one_hot_seen(prompts, valid & cfg.penalize_prompt, vocab)
+    seen = _one_hot_seen(prompts, valid & cfg.penalize_prompt, vocab) | cfg.initial_seen(vocab)[None]
     pad = jnp.int32(cfg.stop_token if cfg.stop_token is not None else 0)
     state = dict(step=jnp.int32(0), cache=cache, logits=last, pos=prompt_lengths.astype(jnp.int32),
                  out=jnp.full((batch, n_new), pad), done=jnp.zeros(batch, bool), stopped=jnp.zeros(batch, bool),

@@ -46,8 +46,11 @@ def sampling_defaults(path: str | Path) -> dict:
     from xtts_jax.train.checkpoint import read_safetensors_metadata
 
     saved = read_safetensors_metadata(str(path)).get("sampling")
-    allowed = {"temperature", "top_k", "top_p", "repetition_penalty"}
-    return {**XTTS_SAMPLING, **({k: v for k, v in json.loads(saved).items() if k in allowed} if saved else {})}
+    allowed = {"temperature", "top_k", "top_p", "repetition_penalty", "seen_tokens"}
+    chosen = {k: v for k, v in json.loads(saved).items() if k in allowed} if saved else {}
+    if "seen_tokens" in chosen:
+        chosen["seen_tokens"] = tuple(int(t) for t in chosen["seen_tokens"])
+    return {**XTTS_SAMPLING, **chosen}
 
 
 def load_tts(path: str | Path) -> TTS:
@@ -361,7 +364,7 @@ def stream_codes(model: TTS, cond: np.ndarray, text: list[int], key, sampling: S
     n_new = -(-sampling.max_new_tokens // chunk_tokens) * chunk_tokens
     logits, cache = _prefill(dec, prompt, prompt.shape[0] + n_new)
     state = dict(cache=cache, logits=logits[-1], pos=jnp.int32(prompt.shape[0]),
-                 seen=jnp.zeros(cfg.audio_vocab_size, bool), key=key, done=jnp.bool_(False))
+                 seen=jnp.asarray(sampling.initial_seen(cfg.audio_vocab_size)), key=key, done=jnp.bool_(False))
     sampling = dataclasses.replace(sampling, stop_token=cfg.audio_stop_token)
     produced = 0
     while True:
