@@ -42,6 +42,9 @@ def conds():
 def test_sentences_and_text_tokens(synth):
     assert P.split_sentences("  Hi there.  How are\nyou?! Fine; ok") == ["Hi there.", "How are you?!", "Fine;", "ok"]
     assert P.split_sentences(" \n ") == []
+    # wrapped at word boundaries to a character limit (XTTS-v2's per-language split), never cut mid-word
+    long = "one two three four five six seven, eight nine ten."
+    assert P.split_sentences(f"Short. {long}", max_chars=20) == ["Short.", "one two three four", "five six seven,", "eight nine ten."]
     cfg = synth.model.config
     assert P.text_tokens("Hello", cfg) == [cfg.text_start_token, 15496, cfg.text_stop_token]
     with pytest.raises(UserError, match="longer than"):

@@ -126,6 +126,10 @@ def test_text_row_is_xtts_tokens_between_start_and_stop(xtts, synth):
     assert synth.text_row("42 cats.") == [261, *vocab.encode("[en]forty-two[SPACE]cats.").ids, 0]
     with pytest.raises(UserError, match="♥"):
         synth.text_row("I ♥ cats.")
+    # a sentence over English's 250-character limit is sampled in word-wrapped pieces, as coqui splits it
+    pieces = synth.sentences("Go. " + "the cat sat on the mat, " * 20)
+    assert pieces[0] == "Go." and len(pieces) == 3 and all(len(p) <= 250 for p in pieces)
+    assert " ".join(pieces[1:]) == ("the cat sat on the mat, " * 20).strip()
 
 
 def test_rendered_audio_equals_torch_xtts(xtts, synth):

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
         sampling = dataclasses.replace(sampling, max_new_tokens=synth.max_new_tokens())
 
-    n = len(pipeline.split_sentences(text))
+    n = len(synth.sentences(text))
     print(f"synthesizing {n} sentence{'s' * (n != 1)} with {vocoder.backend}...", file=sys.stderr)
     t0 = time.perf_counter()
     (wave,) = synth.synthesize([text], [cond], jax.random.key(args.seed), sampling, args.batch_size,

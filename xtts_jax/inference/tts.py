@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import textwrap
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -138,10 +139,16 @@ def decoder_speaker_from_wavs(checkpoint: str | Path, model: TTS, paths: Sequenc
     return np.asarray(speaker_embedding(load_speaker_encoder(str(encoder_path)), waves, sr), np.float32)
 
 
-def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text``: cut after . ! ? ; (and runs of them) followed by white space."""
+def split_sentences(text: str, max_chars: int | None = None) -> list[str]:
+    """Sentences of ``text``: cut after . ! ? ; (and runs of them) followed by white space; a
+    sentence longer than ``max_chars`` is wrapped at word boundaries into pieces of at most
+    ``max_chars`` (as XTTS-v2's ``split_sentence`` does with its per-language character limit)."""
     text = " ".join(text.split())
-    return [s.strip() for s in re.split(r"(?<=[.!?;])\s+", text) if s.strip()]
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?;])\s+", text) if s.strip()]
+    if max_chars is None:
+        return sentences
+    return [piece for s in sentences
+            for piece in (textwrap.wrap(s, width=max_chars, break_on_hyphens=False) if len(s) > max_chars else [s])]
 
 
 def load_text_tokenizer(path: str | Path, cfg: TTSConfig):
@@ -236,6 +243,12 @@ class Synthesizer:
     def text_row(self, sentence: str) -> list[int]:
         return text_tokens(sentence, self.model.config, self.tokenizer, self.language)
 
+    def sentences(self, text: str) -> list[str]:
+        """The pieces of ``text`` sampled one per row: sentences, wrapped to the XTTS tokenizer's
+        character limit for the language when the model has one."""
+        limit = self.tokenizer.char_limit(self.language) if self.tokenizer is not None else None
+        return split_sentences(text, limit)
+
     def max_new_tokens(self, requested: int | None = None) -> int:
         limit = self.model.config.audio_positions - 2  # start and stop take one position each
         return limit if requested is None else min(requested, limit)
@@ -267,7 +280,7 @@ class Synthesizer:
                    batch_size: int = 8, speaker: np.ndarray | None = None, progress=None) -> list[np.ndarray]:
         """One waveform per text: its sentences sampled in batches of ``batch_size`` rows, joined.
         ``progress(message)`` is called after each batch."""
-        sentences = [(i, s) for i, t in enumerate(texts) for s in split_sentences(t)]
+        sentences = [(i, s) for i, t in enumerate(texts) for s in self.sentences(t)]
         empty = [i for i, t in enumerate(texts) if not split_sentences(t)]
         if empty:
             raise UserError(f"text {empty[0] + 1} is empty")
@@ -302,7 +315,7 @@ class Synthesizer:
         a DVAE token is exactly ``downsample x hop`` samples, which places the window. GPT-latent
         decoders re-render the sentence (its latents need the whole prefix anyway).
         """
-        sentences = split_sentences(text)
+        sentences = self.sentences(text)
         if not sentences:
             raise UserError("the text is empty")
         if context_tokens < 0 or chunk_tokens < 1:
