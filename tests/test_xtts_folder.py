@@ -146,6 +146,12 @@ def test_rendered_audio_equals_torch_xtts(xtts, synth):
         want = xtts["decoder"](latents, torch.from_numpy(speaker)[None, :, None])[0, 0].numpy()
     assert got.shape == want.shape and 0.05 < want.std() < 0.9
     assert _max_diff(got, want) <= 1e-4, _max_diff(got, want)
+    # XTTS's speed: latents interpolated by 1 / speed (torch's linear interpolation) before the decoder
+    faster = dataclasses.replace(synth, speed=1.5).render(codes, cond, row, speaker)
+    with torch.no_grad():
+        stretched = torch.nn.functional.interpolate(latents.transpose(1, 2), scale_factor=1 / 1.5, mode="linear")
+        want = xtts["decoder"](stretched.transpose(1, 2), torch.from_numpy(speaker)[None, :, None])[0, 0].numpy()
+    assert faster.shape == want.shape and len(faster) < len(got) and _max_diff(faster, want) <= 1e-4
     # sampling gives codes the renderer accepts, and the same seed the same codes
     import jax
 

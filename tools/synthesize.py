@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decoder-speaker", help="the decoder's speaker embedding .npy (XTTS-v2's HiFiGAN: 512-d)")
     ap.add_argument("--vocoder", default="auto", help="griffinlim, a HiFiGAN checkpoint, or auto (default): "
                     "vocoder.safetensors beside the checkpoint if there is one, else griffinlim")
+    ap.add_argument("--speed", type=float, default=1.0, help="> 1 speaks faster, < 1 slower (XTTS-v2's speed)")
     ap.add_argument("--language", default="en", help="language of the text, for XTTS-v2 tokenizers (en, es, fr, ...)")
     ap.add_argument("-o", "--output", required=True, help="the .wav to write")
     ap.add_argument("--seed", type=int, default=0)
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         vocoder = load_vocoder(source)
     decoder_emb = decoder_speaker(args, speaker_file, args.checkpoint, vocoder, model)
-    synth = pipeline.Synthesizer(model, vocoder, dvae, tokenizer=tokenizer, language=args.language)
+    synth = pipeline.Synthesizer(model, vocoder, dvae, tokenizer=tokenizer, language=args.language, speed=args.speed)
     if args.max_new_tokens is None:
         import dataclasses
 
