@@ -212,6 +212,14 @@ def test_synthesize_cli_speaks_with_a_converted_folder(xtts, tmp_path, capsys):
     code, _, err = _run("synthesize", base + ["--speaker-wav", str(tmp_path / "ref.wav"), "-o", str(tmp_path / "b.wav")],
                         capsys)
     assert code == 0, err
+    # speaker_embedding.py writes the decoder's embedding beside the GPT latents; synthesize finds it there
+    emb = tmp_path / "voice" / "emb.npy"
+    code, out, err = _run("speaker_embedding", [str(tmp_path / "ref.wav"), "--checkpoint", ckpt, "-o", str(emb)], capsys)
+    assert code == 0 and "emb.decoder.npy" in out, err
+    assert np.load(emb).shape == (TINY.conditioning.num_latents, TINY.gpt.n_embd)
+    assert np.load(tmp_path / "voice" / "emb.decoder.npy").shape == (SMALL_ENCODER.proj_dim,)
+    code, _, err = _run("synthesize", base + ["--speaker", str(emb), "-o", str(tmp_path / "e.wav")], capsys)
+    assert code == 0, err
     for argv, message in ((["--speaker", "Bob", "--language", "xx"], "language"),
                           (["--speaker", "Nobody"], "Ana Florence, Bob"),
                           (["--speaker", str(xtts["out"] / "speakers" / "Bob.npy"), "--decoder-speaker",
