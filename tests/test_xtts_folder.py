@@ -25,6 +25,7 @@ pytest.importorskip("transformers")
 
 from test_conditioning import torchaudio_mel  # noqa: E402
 from test_hifigan_import import TINY_XTTS, TorchXttsDecoder, _randomise  # noqa: E402
+from test_torch_io import _fake_module, _save_with_classes  # noqa: E402
 from test_speaker_encoder import SMALL as SMALL_ENCODER, random_reference, torch_embedding  # noqa: E402
 from test_xtts_import import MEL_STATS, TINY, XttsGPT, xtts_state_dict  # noqa: E402
 
@@ -77,7 +78,10 @@ def xtts(tmp_path_factory):
     state = {**xtts_state_dict(gpt), "mel_stats": torch.tensor(MEL_STATS)}
     state.update({"hifigan_decoder." + k: v for k, v in decoder.state_dict().items()})
     state.update({"hifigan_decoder.speaker_encoder." + k: v for k, v in encoder.state_dict().items()})
-    torch.save({"model": state, "config": {}}, src / "model.pth")
+    # as coqui's release, the training config is pickled beside the weights (an XttsConfig object)
+    config_class = type("XttsConfig", (), {"__init__": lambda self: setattr(self, "temperature", 0.75)})
+    modules = {"TTS.tts.configs.xtts_config": _fake_module("TTS.tts.configs.xtts_config", XttsConfig=config_class)}
+    _save_with_classes(src / "model.pth", modules, lambda m: {"model": state, "config": config_class()})
     build_vocab(src / "vocab.json")
     (src / "config.json").write_text(json.dumps(SETTINGS))
     gen = torch.Generator().manual_seed(7)

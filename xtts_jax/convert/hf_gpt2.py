@@ -70,7 +70,7 @@ def read_state_dict(folder: Path) -> dict[str, np.ndarray]:
 
         return {k: np.asarray(v, np.float32) for k, v in load_file(path).items()}
     if (path := folder / "pytorch_model.bin").is_file():
-        from xtts_jax.convert.hifigan import torch_load  # one reader for PyTorch files, with its errors
+        from xtts_jax.convert.torch_io import torch_load  # one reader for PyTorch files, with its errors
 
         return {k: v.float().numpy() for k, v in torch_load(path).items() if hasattr(v, "float")}
     raise UserError(f"{folder} holds neither model.safetensors nor pytorch_model.bin")

@@ -24,33 +24,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xtts_jax.convert.torch_io import torch_load
 from xtts_jax.errors import UserError
 from xtts_jax.models.hifigan import HifiganConfig, HifiganGenerator, fold_weight_norm, preset
 
 XTTS_PREFIX = "hifigan_decoder.waveform_decoder."
 _ORIGINAL_KEYS = ("resblock", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",
                   "resblock_kernel_sizes", "resblock_dilation_sizes")
-
-
-def torch_load(path: str | Path) -> dict:
-    """``torch.load(path, weights_only=True)`` on CPU, with clear errors for people."""
-    try:
-        import torch
-    except ImportError:
-        raise UserError("reading PyTorch checkpoints needs torch: pip install torch==2.13.0") from None
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {str(path)!r} does not exist.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, truncated files, non-tensor payloads
-        # torch's unpickling messages run over many lines and suggest weights_only=False: keep the first
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise UserError(f"cannot read {str(path)!r} as a PyTorch checkpoint with torch.load(weights_only=True) "
-                        f"({type(e).__name__}: {first[:160]}).") from None
-    if not isinstance(obj, dict):
-        raise UserError(f"{str(path)!r} holds a {type(obj).__name__}, not a state dict.")
-    return obj
 
 
 def config_from_original(d: dict, in_channels: int = 80) -> HifiganConfig:

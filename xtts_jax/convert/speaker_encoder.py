@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xtts_jax.convert.hifigan import torch_load
+from xtts_jax.convert.torch_io import torch_load
 from xtts_jax.errors import UserError
 from xtts_jax.models.speaker_encoder import (SpeakerEncoder, SpeakerEncoderConfig, hamming_window,
                                              mel_filter_bank)

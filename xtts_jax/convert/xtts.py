@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xtts_jax.convert import hf_gpt2
-from xtts_jax.convert.hifigan import torch_load
+from xtts_jax.convert.torch_io import torch_load
 from xtts_jax.errors import UserError
 from xtts_jax.models.conditioning import XTTS_MEL, ConditioningConfig
 from xtts_jax.models.gpt import GPTConfig

@@ -61,7 +61,7 @@ def _tensor(value, what: str) -> np.ndarray:
 
 def read_builtin_speakers(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``speakers_xtts.pth`` -> {name: (GPT conditioning ``[N, d]``, decoder embedding ``[e]``)}."""
-    from xtts_jax.convert.hifigan import torch_load
+    from xtts_jax.convert.torch_io import torch_load
 
     speakers = torch_load(path)
     if not isinstance(speakers, dict) or not speakers:
@@ -86,7 +86,8 @@ def convert_xtts_folder(source: str | Path, out: str | Path, decoder_config=None
     """Convert ``source`` (an XTTS-v2 folder, or a ``model.pth`` with the other files beside it)
     into the folder ``out``; returns a summary. ``decoder_config`` / ``speaker_encoder_config``
     override XTTS-v2's sizes (tests convert small models)."""
-    from xtts_jax.convert.hifigan import load_xtts_hifigan_decoder, torch_load
+    from xtts_jax.convert.hifigan import load_xtts_hifigan_decoder
+    from xtts_jax.convert.torch_io import torch_load
     from xtts_jax.convert.speaker_encoder import load_xtts_speaker_encoder, save_speaker_encoder
     from xtts_jax.convert.xtts import describe, infer_config, load_xtts_gpt, read_xtts_state
     from xtts_jax.inference.tts import save_tts
