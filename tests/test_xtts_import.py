@@ -264,6 +264,9 @@ def test_bad_checkpoints(reference, tmp_path):
     trainer = {"xtts." + k: v for k, v in _state(reference).items()}
     trainer["xtts.gpt.gpt.h.0.attn.bias"] = torch.ones(1, 1, 4, 4)
     trainer["xtts.gpt.gpt.h.0.attn.masked_bias"] = torch.tensor(-1e4)
+    # ...and the GPT2InferenceModel wrapper's copies of the same modules, once coqui has sampled
+    trainer["xtts.gpt.gpt_inference.transformer.h.0.ln_1.weight"] = trainer["xtts.gpt.gpt.h.0.ln_1.weight"]
+    trainer["xtts.gpt.gpt_inference.lm_head.1.weight"] = trainer["xtts.gpt.mel_head.weight"]
     assert load_xtts_gpt(trainer).config == TINY
 
 

@@ -49,8 +49,11 @@ MEL_STATS = "mel_stats"  # Xtts's buffer: the per-channel divisor of the referen
 TEXT_START, TEXT_STOP = 261, 0  # XTTS-v2's GPT(start_text_token=261, stop_text_token=0)
 HEAD_DIM = 64  # GPT and perceiver head width of XTTS-v2 (and of every GPT-2 size)
 _ENC, _PERC = PREFIX + "conditioning_encoder.", PREFIX + "conditioning_perceiver."
-# Buffers that older transformers versions saved with each GPT-2 block (the causal mask): not weights.
-_BUFFERS = re.compile(r"gpt\.gpt\.h\.\d+\.attn\.(bias|masked_bias)$")
+# Not weights of their own: buffers that older transformers versions saved with each GPT-2 block
+# (the causal mask), and ``gpt.gpt_inference.*``, the GPT2InferenceModel wrapper that coqui builds
+# around the same modules for sampling (saved in checkpoints written after init_gpt_for_inference,
+# e.g. by GPTTrainer once it has made its eval samples).
+_BUFFERS = re.compile(r"gpt\.gpt\.h\.\d+\.attn\.(bias|masked_bias)$|gpt\.gpt_inference\.")
 
 
 def tortoise_groups(channels: int) -> int:
