@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {model.config.gpt.n_layer} layers, d {model.config.gpt.n_embd}, "
           f"{model.config.text_vocab_size} text tokens; text {len(row)} tokens; {len(codes)} audio tokens -> {seconds:.2f} s")
     print(f"convert: {t_convert:.1f} s; load: {t_load:.1f} s")
-    print(f"| stage | first call (compile + run) | second call | rate |\n|---|---:|---:|---|")
+    print("| stage | first call (compile + run) | second call | rate |\n|---|---:|---:|---|")
     rates = {2: f"{len(codes) / rows[2][2]:.1f} tokens/s", 3: f"{seconds / rows[3][2]:.1f}x real time"}
     for i, (name, first, second) in enumerate(rows):
         print(f"| {name} | {first:.2f} s | {second:.2f} s | {rates.get(i, '')} |")

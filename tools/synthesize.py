@@ -48,7 +48,7 @@ def speaker_path(arg: str, checkpoint: str) -> str:
                     + (f" (voices: {', '.join(names)})" if names else ""))
 
 
-def decoder_speaker(args, speaker_file: str | None, checkpoint: str, vocoder, model) -> "np.ndarray | None":
+def decoder_speaker(args, speaker_file: str | None, checkpoint: str, vocoder, model):
     """The decoder's speaker embedding ``[e]``, or None when the decoder takes none."""
     if not vocoder.speaker_dim:
         if args.decoder_speaker:

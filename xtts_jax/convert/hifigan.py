@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xtts_jax.convert.torch_io import torch_load
+from xtts_jax.convert.torch_io import torch_load, xtts_state_dict
 from xtts_jax.errors import UserError
 from xtts_jax.models.hifigan import HifiganConfig, HifiganGenerator, fold_weight_norm, preset
 
@@ -126,9 +126,7 @@ def load_xtts_hifigan_decoder(path_or_state, config: HifiganConfig | None = None
     The speaker encoder next to it (``hifigan_decoder.speaker_encoder.*``) is read by
     ``convert/speaker_encoder.py``.
     """
-    obj = path_or_state if isinstance(path_or_state, dict) else torch_load(path_or_state)
-    state = obj["model"] if isinstance(obj.get("model"), dict) else obj
-    state = {k.removeprefix("xtts."): v for k, v in state.items() if isinstance(k, str)}
+    state, _ = xtts_state_dict(path_or_state)
     if not any(k.startswith(XTTS_PREFIX) for k in state):
         raise UserError(f"the checkpoint has no XTTS HiFiGAN decoder ({XTTS_PREFIX}* keys).")
     return generator_from_state_dict(state, config or preset("xtts-v2"), prefix=XTTS_PREFIX)

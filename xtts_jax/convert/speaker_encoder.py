@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xtts_jax.convert.torch_io import torch_load
+from xtts_jax.convert.torch_io import float32, xtts_state_dict
 from xtts_jax.errors import UserError
 from xtts_jax.models.speaker_encoder import (SpeakerEncoder, SpeakerEncoderConfig, hamming_window,
                                              mel_filter_bank)
@@ -60,17 +60,9 @@ def read_speaker_encoder_state(path_or_state_dict) -> dict[str, np.ndarray]:
 
     Accepts a path to ``model.pth`` (``{"model": state_dict, ...}`` or a bare state dict) or the dict.
     """
-    if isinstance(path_or_state_dict, dict):
-        obj, where = path_or_state_dict, "the state dict"
-    else:
-        obj, where = torch_load(path_or_state_dict), repr(str(path_or_state_dict))
-    state = obj["model"] if isinstance(obj.get("model"), dict) else obj
-    arrays = {}
-    for key, value in state.items():
-        key = key.removeprefix("xtts.") if isinstance(key, str) else ""
-        if key.startswith(PREFIX) and not key.endswith("num_batches_tracked"):
-            arrays[key[len(PREFIX):]] = (value.detach().float().numpy() if hasattr(value, "detach")
-                                         else np.asarray(value, np.float32))
+    state, where = xtts_state_dict(path_or_state_dict)
+    arrays = {k[len(PREFIX):]: float32(v) for k, v in state.items()
+              if k.startswith(PREFIX) and not k.endswith("num_batches_tracked")}
     if not arrays:
         raise UserError(f"{where} has no {PREFIX}* tensors; is it an XTTS-v2 model.pth?")
     return arrays

@@ -15,6 +15,8 @@ import collections
 import re
 from pathlib import Path
 
+import numpy as np
+
 from xtts_jax.errors import UserError
 
 STAND_IN_PACKAGES = ("TTS.", "coqpit.", "trainer.")
@@ -79,3 +81,22 @@ def torch_load(path: str | Path) -> dict:
     if not isinstance(obj, dict):
         raise UserError(f"{str(path)!r} holds a {type(obj).__name__}, not a state dict.")
     return obj
+
+
+def xtts_state_dict(path_or_state) -> tuple[dict, str]:
+    """The state dict of an XTTS checkpoint and words naming it for errors.
+
+    ``path_or_state``: a path to ``model.pth``, the loaded ``{"model": state_dict, ...}``, or a
+    bare state dict. Keys of coqui's ``GPTTrainer`` checkpoints lose their ``xtts.`` prefix.
+    """
+    if isinstance(path_or_state, dict):
+        obj, where = path_or_state, "the state dict"
+    else:
+        obj, where = torch_load(path_or_state), repr(str(path_or_state))
+    state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+    return {k.removeprefix("xtts."): v for k, v in state.items() if isinstance(k, str)}, where
+
+
+def float32(value) -> np.ndarray:
+    """A torch tensor (or array-like) as a float32 numpy array."""
+    return value.detach().float().numpy() if hasattr(value, "detach") else np.asarray(value, np.float32)

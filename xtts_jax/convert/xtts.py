@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xtts_jax.convert import hf_gpt2
-from xtts_jax.convert.torch_io import torch_load
+from xtts_jax.convert.torch_io import float32, xtts_state_dict
 from xtts_jax.errors import UserError
 from xtts_jax.models.conditioning import XTTS_MEL, ConditioningConfig
 from xtts_jax.models.gpt import GPTConfig
@@ -71,20 +71,8 @@ def read_xtts_state(path_or_state_dict) -> dict[str, np.ndarray]:
     Accepts a path to ``model.pth`` (``{"model": state_dict, ...}`` or a bare state dict) or the
     dict itself. Keys of coqui's ``GPTTrainer`` checkpoints (``xtts.gpt.*``) lose their ``xtts.``.
     """
-    if isinstance(path_or_state_dict, dict):
-        obj = path_or_state_dict
-        where = "the state dict"
-    else:
-        where = repr(str(path_or_state_dict))
-        obj = torch_load(path_or_state_dict)
-    state = obj["model"] if isinstance(obj.get("model"), dict) else obj
-    arrays = {}
-    for key, value in state.items():
-        if not isinstance(key, str):
-            continue
-        key = key.removeprefix("xtts.")
-        if key.startswith(PREFIX) or key == MEL_STATS:
-            arrays[key] = value.float().numpy() if hasattr(value, "float") else np.asarray(value, np.float32)
+    state, where = xtts_state_dict(path_or_state_dict)
+    arrays = {k: float32(v) for k, v in state.items() if k.startswith(PREFIX) or k == MEL_STATS}
     if not any(k.startswith(PREFIX) for k in arrays):
         raise UserError(f"{where} is not an XTTS checkpoint: it has no {PREFIX}* keys")
     return arrays

@@ -53,10 +53,12 @@ def read_xtts_settings(path: str | Path | None) -> dict:
 
 
 def _tensor(value, what: str) -> np.ndarray:
-    array = value.float().numpy() if hasattr(value, "float") else np.asarray(value, np.float32)
+    from xtts_jax.convert.torch_io import float32
+
+    array = float32(value)
     if not np.all(np.isfinite(array)):
         raise UserError(f"{what} holds NaN or infinite values")
-    return array.astype(np.float32)
+    return array
 
 
 def read_builtin_speakers(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -132,9 +132,11 @@ def decoder_speaker_from_wavs(checkpoint: str | Path, model: TTS, paths: Sequenc
     from xtts_jax.convert.speaker_encoder import load_speaker_encoder
     from xtts_jax.models.speaker_encoder import speaker_embedding
 
-    cond = model.config.conditioning
-    sr = cond.mel_config.sample_rate if cond else 22050
-    limit = int((cond.max_ref_seconds if cond else 30.0) * sr)
+    from xtts_jax.models.conditioning import ConditioningConfig
+
+    cond = model.config.conditioning or ConditioningConfig()
+    sr = cond.mel_config.sample_rate
+    limit = int(cond.max_ref_seconds * sr)
     waves = [load_audio(p, sr)[:limit] for p in paths]
     return np.asarray(speaker_embedding(load_speaker_encoder(str(encoder_path)), waves, sr), np.float32)
 
@@ -208,13 +210,14 @@ def _dvae_mel(dvae: DVAE, codes):
 
 
 def stretch(features: np.ndarray, speed: float) -> np.ndarray:
-    """Features ``[channels, frames]`` resampled in time for ``speed`` (2 is twice as fast): as
-    XTTS-v2's ``length_scale = 1 / max(speed, 0.05)``, linear interpolation as torch's."""
+    """Features ``[channels, frames]`` resampled in time for ``speed`` (2 is twice as fast; the
+    Synthesizer keeps it in [0.05, 20]): as XTTS-v2's ``length_scale = 1 / speed``, linear
+    interpolation as torch's."""
     if speed == 1.0:
         return features
     from xtts_jax.models.hifigan import interpolate_linear
 
-    return np.asarray(interpolate_linear(np.asarray(features, np.float32), 1.0 / max(speed, 0.05)))
+    return np.asarray(interpolate_linear(np.asarray(features, np.float32), 1.0 / speed))
 
 
 def render_dvae_codes(dvae: DVAE, vocoder: Vocoder, codes: Sequence[int], speaker: np.ndarray | None = None,
