@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xtts_jax.audio.io import load_audio, save_audio
-from xtts_jax.audio.mel import LOG_CLAMP, MelConfig, log_mel
+from xtts_jax.audio.mel import LOG_CLAMP, log_mel
 from xtts_jax.errors import UserError, run_cli
 from xtts_jax.inference import tts as pipeline
 from xtts_jax.inference.sampling import SamplingConfig
@@ -50,25 +50,31 @@ class Split:
     ref_mel: np.ndarray  # [N, n_mels, frames]: the first ref_seconds of each clip
 
 
-def load_split(stem: str, cfg: tts_lib.TTSConfig, ref_frames: int, limit: int | None) -> Split:
+def load_split(stem: str, cfg: tts_lib.TTSConfig, ref_frames: int, limit: int | None, tokenizer=None) -> Split:
+    """The utterances of STEM that fit ``cfg``, with the reference mel the conditioning encoder reads
+    (``cfg.conditioning``'s mel settings and norms). ``tokenizer``: an XTTS-v2 checkpoint's."""
     stem = str(stem)
     if not Path(stem + ".jsonl").is_file() or not Path(stem + ".bin").is_file():
         raise UserError(f"token files {stem}.jsonl / {stem}.bin do not exist; write them with tools/encode_audio.py")
     codes = np.fromfile(stem + ".bin", np.uint16)
     rows = [json.loads(line) for line in open(stem + ".jsonl") if line.strip()][:limit]
-    mel, floor = MelConfig(), np.log(LOG_CLAMP)
+    mel = cfg.conditioning.mel_config
+    norms = np.asarray(cfg.conditioning.mel_norms or [1.0] * mel.n_mels, np.float32)[:, None]
+    floor = np.log(LOG_CLAMP) / norms
     out = Split([], [], [], np.zeros((0,)))
     mels = []
     for r in rows:
         try:
-            text = pipeline.text_tokens(r["text"], cfg) if r["text"].strip() else None
+            text = (pipeline.text_tokens(r["text"], cfg, tokenizer, r.get("language", "en"))
+                    if r["text"].strip() else None)
         except UserError:  # a sentence longer than the text positions: skipped
             text = None
         audio = codes[r["offset"]: r["offset"] + r["length"]].tolist()
         if text is None or len(audio) + 2 > cfg.audio_positions or max(audio, default=0) >= cfg.num_audio_codes:
             continue
         m = log_mel(load_audio(r["audio_path"], mel.sample_rate)[: (ref_frames - 1) * mel.hop_length], mel)
-        mels.append(np.pad(m, ((0, 0), (0, ref_frames - m.shape[1])), constant_values=floor))
+        m = np.concatenate([m / norms, np.broadcast_to(floor, (mel.n_mels, ref_frames - m.shape[1]))], axis=1)
+        mels.append(m)
         out.text.append(text)
         out.audio.append([cfg.audio_start_token, *audio, cfg.audio_stop_token])
         out.speaker.append(r["speaker"])
@@ -156,6 +162,14 @@ def load_gpt(path: str):
     return load_safetensors(skeleton, path), (None if lm.vocab is None else list(lm.vocab.ids))
 
 
+@functools.lru_cache(maxsize=1)
+def load_init(path: str) -> tts_lib.TTS:
+    """A whole TTS checkpoint (``tts.safetensors`` of this recipe or tools/convert_xtts.py)."""
+    if not Path(path).is_file():
+        raise UserError(f"--init {path} does not exist")
+    return pipeline.load_tts(path)
+
+
 @dataclasses.dataclass
 class TTSTask:
     config: tts_lib.TTSConfig
@@ -163,9 +177,12 @@ class TTSTask:
     audio_width: int
     ref_frames: int
     init_gpt: str | None = None
+    init: str | None = None  # a TTS checkpoint whose weights start the run (fine-tuning)
     sampler: object = None  # called by the trainer's sample hook (audio, not text)
 
     def init_model(self, key: jax.Array) -> tts_lib.TTS:
+        if self.init:
+            return load_init(self.init)
         model = tts_lib.TTS(self.config, key=key)
         if self.init_gpt:
             model = tts_lib.init_from_gpt(model, *load_gpt(self.init_gpt))
@@ -238,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                     "(a small demo model; other words are then refused with a clear error)")
     ap.add_argument("--init-gpt", help="a Hugging Face GPT-2 folder or a text LM run's model.safetensors "
                     "whose blocks and text tables start the model")
+    ap.add_argument("--init", help="a tts.safetensors to fine-tune: its config (size, text vocabulary, "
+                    "conditioning) and weights start the run; --preset and --text-vocab are then ignored")
     ap.add_argument("--out", default="runs/tts")
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -260,19 +279,33 @@ def main(argv: list[str] | None = None) -> int:
     if not dvae_path or not Path(dvae_path).is_file():
         raise UserError(f"DVAE weights {dvae_path} not found; pass --dvae")
     dvae = load_dvae(dvae_path)
-    cfg = dataclasses.replace(tts_lib.get_config(args.preset), num_audio_codes=dvae.cfg.num_tokens)
-    if args.text_vocab == "corpus":
+    text_tokenizer = None
+    if args.init:
+        if args.init_gpt:
+            raise UserError("--init and --init-gpt both start the model; pass one")
+        cfg = load_init(args.init).config
+        if cfg.num_audio_codes != dvae.cfg.num_tokens:
+            raise UserError(f"--init {args.init} predicts {cfg.num_audio_codes} audio codes, "
+                            f"the DVAE {dvae_path} has {dvae.cfg.num_tokens}")
+        text_tokenizer = pipeline.load_text_tokenizer(args.init, cfg)
+        print(f"fine-tuning {args.init}")
+    else:
+        cfg = dataclasses.replace(tts_lib.get_config(args.preset), num_audio_codes=dvae.cfg.num_tokens)
+    if args.text_vocab == "corpus" and not args.init:
         cfg = tts_lib.with_text_vocab(cfg, corpus_text_ids(args.tokens, args.max_utterances))
         print(f"compact text vocabulary: {cfg.text_vocab_size} GPT-2 ids")
-    ref_frames = MelConfig().n_frames(int(args.ref_seconds * MelConfig().sample_rate))
-    train = load_split(args.tokens, cfg, ref_frames, args.max_utterances)
-    held = load_split(args.eval_tokens or str(Path(args.tokens).with_name("eval")), cfg, ref_frames, None)
+    ref_mel = cfg.conditioning.mel_config
+    ref_frames = ref_mel.n_frames(int(args.ref_seconds * ref_mel.sample_rate))
+    train = load_split(args.tokens, cfg, ref_frames, args.max_utterances, text_tokenizer)
+    held = load_split(args.eval_tokens or str(Path(args.tokens).with_name("eval")), cfg, ref_frames, None,
+                      text_tokenizer)
     width = lambda rows: -(-max(len(r) for r in rows) // 16) * 16  # noqa: E731
     text_width, audio_width = width(train.text + held.text), width(train.audio + held.audio)
     print(f"{len(train.text)} training and {len(held.text)} held-out utterances; "
           f"text <= {text_width} tokens, audio <= {audio_width} tokens")
 
-    task = TTSTask(cfg, text_width, audio_width, ref_frames, args.init_gpt, listening_sample(held, dvae, out))
+    task = TTSTask(cfg, text_width, audio_width, ref_frames, args.init_gpt, args.init,
+                   listening_sample(held, dvae, out))
     tcfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, min_lr=args.lr / 10,
                        warmup_steps=args.warmup_steps, eval_every=args.eval_every, eval_steps=4,
                        ckpt_every=args.ckpt_every, sample_every=args.sample_every, seed=args.seed, out_dir=str(out))
@@ -285,7 +318,14 @@ def main(argv: list[str] | None = None) -> int:
     result = trainer.fit(resume=args.resume)
     model = trainer.model(result["state"]["params"])
 
-    pipeline.save_tts(model, str(out / "tts.safetensors"), {"val_loss": result.get("val_loss"), "steps": args.steps})
+    meta = {"val_loss": result.get("val_loss"), "steps": args.steps}
+    if args.init:  # keep what the checkpoint carries (tokenizer, sampling, cloning settings); count all steps
+        from xtts_jax.train.checkpoint import read_safetensors_metadata
+
+        kept = {k: v for k, v in read_safetensors_metadata(args.init).items() if k not in ("tts", "val_loss")}
+        meta = {**kept, "val_loss": result.get("val_loss"), "fine_tuned_from": args.init,
+                "steps": int(kept.get("steps") or 0) + args.steps}
+    pipeline.save_tts(model, str(out / "tts.safetensors"), meta)
     shutil.copyfile(dvae_path, out / "dvae.safetensors")  # synthesize.py finds it beside the checkpoint
     (out / "speakers").mkdir(parents=True, exist_ok=True)
     for speaker in sorted(set(held.speaker)):

@@ -1,0 +1,119 @@
+"""recipes/train_tts.py end to end on a tiny corpus: manifest -> DVAE tokens -> a trained
+checkpoint, then ``--init`` fine-tuning from that checkpoint."""
+
+import dataclasses
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import numpy as np
+import pytest
+import soundfile as sf
+
+from xtts_jax.audio.datasets import Utterance, write_manifest
+from xtts_jax.audio.mel import compute_mel_stats, log_mel
+from xtts_jax.inference.tts import load_tts
+from xtts_jax.models.dvae import DVAE, PRESETS, save_dvae
+from xtts_jax.train.checkpoint import read_safetensors_metadata
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name, rel):
+    spec = importlib.util.spec_from_file_location(name, ROOT / rel)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+encode_audio = _load("encode_audio", "tools/encode_audio.py")
+train_tts = _load("train_tts", "recipes/train_tts.py")
+
+SENTENCES = ["The cat sat.", "A dog ran home.", "Mom baked a cake.", "A cat ran home."]  # the last held out
+
+
+def _wave(seconds, f0, seed):
+    t = np.arange(int(seconds * 22050)) / 22050
+    rng = np.random.default_rng(seed)
+    return (0.3 * np.sin(2 * np.pi * f0 * t * (1 + 0.3 * t)) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def _run(module, argv):
+    with pytest.raises(SystemExit) as e:
+        module.main(argv)
+    return e.value.code
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Two 'speakers' (pitch) reading four sentences, one held out each; DVAE tokens of both splits."""
+    root = tmp_path_factory.mktemp("tts_corpus")
+    splits = {"train": [], "eval": []}
+    for s, f0 in (("low", 180), ("high", 420)):
+        for i, text in enumerate(SENTENCES):
+            path = root / f"{s}_{i}.wav"
+            sf.write(path, _wave(0.6 + 0.1 * i, f0 * (1 + 0.05 * i), 10 * i + len(s)), 22050)
+            splits["eval" if i == 3 else "train"].append(Utterance(path, text, s))
+    stats = compute_mel_stats(log_mel(_wave(1.0, f, 0)) for f in (180, 420))
+    save_dvae(DVAE(dataclasses.replace(PRESETS["tiny"], mel_stats=stats), jax.random.key(0)), str(root / "dvae.safetensors"))
+    for split, utts in splits.items():
+        manifest = write_manifest(utts, root / f"{split}.jsonl")
+        assert _run(encode_audio, ["--dvae", str(root / "dvae.safetensors"), "--data", str(manifest),
+                                   "--out", str(root / "tokens" / split)]) == 0
+    return root
+
+
+def _train(corpus, out, *extra):
+    return _run(train_tts, ["--tokens", str(corpus / "tokens" / "train"), "--preset", "tiny", "--text-vocab", "corpus",
+                            "--steps", "2", "--batch-size", "4", "--eval-every", "2", "--sample-every", "0",
+                            "--ckpt-every", "0", "--length-buckets", "1", "--ref-seconds", "0.5",
+                            "--out", str(out), *extra])
+
+
+def _arrays(model):
+    return jax.tree.leaves(eqx.filter(model, eqx.is_array))
+
+
+@pytest.fixture(scope="module")
+def base(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tts_base")
+    assert _train(corpus, out, "--lr", "1e-2") == 0
+    return out
+
+
+def test_train_then_fine_tune_from_the_checkpoint(corpus, base, tmp_path):
+    first = load_tts(base / "tts.safetensors")
+    meta = read_safetensors_metadata(str(base / "tts.safetensors"))
+    assert sorted(p.name for p in (base / "speakers").iterdir()) == ["high.npy", "low.npy"]
+    assert first.config.text_vocab and meta["steps"] == "2"
+    fresh = train_tts.TTSTask(first.config, 16, 16, 4).init_model(jax.random.key(0))
+    assert any(not np.allclose(a, b) for a, b in zip(_arrays(first), _arrays(fresh)))  # it trained
+
+    # a vanishing lr (AdamW's steps and decay scale with it): fine-tuning must start from the
+    # checkpoint's weights, and evaluate them to its held-out loss on the same held-out batches.
+    same = tmp_path / "same"
+    assert _train(corpus, same, "--init", str(base / "tts.safetensors"), "--lr", "1e-12", "--preset", "demo") == 0
+    kept = load_tts(same / "tts.safetensors")
+    assert kept.config == first.config  # --preset is ignored: the checkpoint's config wins
+    for a, b in zip(_arrays(first), _arrays(kept)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+    tuned_meta = read_safetensors_metadata(str(same / "tts.safetensors"))
+    np.testing.assert_allclose(float(tuned_meta["val_loss"]), float(meta["val_loss"]), rtol=1e-6)
+    assert tuned_meta["steps"] == "4" and tuned_meta["fine_tuned_from"] == str(base / "tts.safetensors")
+
+
+def test_init_errors_are_one_line(corpus, base, tmp_path, capsys):
+    assert _train(corpus, tmp_path / "a", "--init", str(tmp_path / "none.safetensors")) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert _train(corpus, tmp_path / "b", "--init", str(base / "tts.safetensors"), "--init-gpt", "gpt2") == 2
+    assert "pass one" in capsys.readouterr().err
+    other = DVAE(dataclasses.replace(PRESETS["tiny"], num_tokens=48), jax.random.key(1))
+    save_dvae(other, str(tmp_path / "other.safetensors"))
+    assert _train(corpus, tmp_path / "c", "--init", str(base / "tts.safetensors"),
+                  "--dvae", str(tmp_path / "other.safetensors")) == 2
+    err = capsys.readouterr().err
+    assert "predicts 32 audio codes" in err and "has 48" in err
