@@ -3,7 +3,6 @@ checkpoint, then ``--init`` fine-tuning from that checkpoint."""
 
 import dataclasses
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
