@@ -299,8 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     train = load_split(args.tokens, cfg, ref_frames, args.max_utterances, text_tokenizer)
     held = load_split(args.eval_tokens or str(Path(args.tokens).with_name("eval")), cfg, ref_frames, None,
                       text_tokenizer)
-    width = lambda rows: -(-max(len(r) for r in rows) // 16) * 16  # noqa: E731
-    text_width, audio_width = width(train.text + held.text), width(train.audio + held.audio)
+    # rows padded to a multiple of 16 positions, but never past the model's (XTTS-v2: 402 and 605)
+    width = lambda rows, limit: min(limit, -(-max(len(r) for r in rows) // 16) * 16)  # noqa: E731
+    text_width = width(train.text + held.text, cfg.text_positions)
+    audio_width = width(train.audio + held.audio, cfg.audio_positions)
     print(f"{len(train.text)} training and {len(held.text)} held-out utterances; "
           f"text <= {text_width} tokens, audio <= {audio_width} tokens")
 

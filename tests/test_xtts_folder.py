@@ -4,7 +4,8 @@ The folder is written here as coqui ships it, at a tiny size: ``model.pth`` (``g
 XTTS GPT reference of ``test_xtts_import``, ``mel_stats``, ``hifigan_decoder.waveform_decoder.*``
 from the decoder reference of ``test_hifigan_import``, ``hifigan_decoder.speaker_encoder.*`` from
 the ResNet reference of ``test_speaker_encoder``), ``vocab.json`` (a tokenizers BPE with XTTS's
-special tokens where XTTS-v2 has them), ``config.json`` and ``speakers_xtts.pth``. After
+special tokens where XTTS-v2 has them), ``config.json``, ``speakers_xtts.pth``, and the fine-tuning
+files ``dvae.pth`` (the DiscreteVAE reference of ``test_dvae_import``) with ``mel_stats.pth``. After
 conversion, the audio our pipeline renders for given codes equals the torch GPT's latents through
 the torch decoder; conditioning from a recording equals XTTS's chunked mel through the torch
 conditioner, and its decoder embedding the torch speaker encoder's.
@@ -23,7 +24,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from test_conditioning import torchaudio_mel  # noqa: E402
+from _mel_ref import torchaudio_mel  # noqa: E402
+from test_dvae_import import MEL_NORMS, random_dvae  # noqa: E402
 from test_hifigan_import import TINY_XTTS, TorchXttsDecoder, _randomise  # noqa: E402
 from test_torch_io import _fake_module, _save_with_classes  # noqa: E402
 from test_speaker_encoder import SMALL as SMALL_ENCODER, random_reference, torch_embedding  # noqa: E402
@@ -89,9 +91,13 @@ def xtts(tmp_path_factory):
                        "speaker_embedding": torch.nn.functional.normalize(
                            torch.randn(1, SMALL_ENCODER.proj_dim, 1, generator=gen), dim=1)} for name in VOICES}
     torch.save(speakers, src / "speakers_xtts.pth")
+    dvae = random_dvae(seed=8, num_tokens=TINY.num_audio_codes)
+    torch.save(dvae.state_dict(), src / "dvae.pth")
+    torch.save(torch.from_numpy(MEL_NORMS), src / "mel_stats.pth")
     summary = convert_xtts_folder(src, out, decoder_config=DECODER, speaker_encoder_config=SMALL_ENCODER,
                                   log=lambda *a: None)
-    return dict(gpt=gpt, decoder=decoder, encoder=encoder, speakers=speakers, src=src, out=out, summary=summary)
+    return dict(gpt=gpt, decoder=decoder, encoder=encoder, speakers=speakers, dvae=dvae, src=src, out=out,
+                summary=summary)
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +258,57 @@ def test_convert_cli_and_bad_folders(xtts, tmp_path, capsys):
     code, _, err = _run("synthesize", ["--checkpoint", str(tmp_path / "gpt.safetensors"), "--text", "Hi.", "--speaker",
                                        str(xtts["out"] / "speakers" / "Bob.npy"), "-o", str(tmp_path / "d.wav")], capsys)
     assert code == 2 and "carries no tokenizer" in err
+
+
+def test_fine_tuning_a_converted_folder_on_new_speech(xtts, tmp_path, capsys):
+    """The converted DVAE gives the torch DVAE's codes for a recording; tools/encode_audio.py with it,
+    then recipes/train_tts.py --init, train the converted XTTS on a tiny corpus and keep its
+    tokenizer, sampling and cloning settings."""
+    import soundfile as sf
+
+    from _mel_ref import torchaudio_mel as mel_ref
+    from xtts_jax.audio.datasets import Utterance, write_manifest
+    from xtts_jax.models.dvae import dvae_mel, load_dvae
+    from xtts_jax.train.checkpoint import read_safetensors_metadata
+
+    assert xtts["summary"]["dvae"]
+    dvae = load_dvae(str(xtts["out"] / "dvae.safetensors"))
+    sr, rng = 22050, np.random.default_rng(4)
+    wave = (0.2 * np.sin(2 * np.pi * 200 * np.arange(int(0.74 * sr)) / sr) + 0.02 * rng.standard_normal(int(0.74 * sr)))
+    wave = wave.astype(np.float32)[: 63 * 256]  # 64 frames: no padding, so every code must agree
+    with torch.no_grad():
+        mel = (mel_ref(wave, torch, n_fft=1024) / torch.from_numpy(MEL_NORMS).double()[:, None]).float()
+        want = xtts["dvae"].get_codebook_indices(mel[None])[0].numpy()
+    np.testing.assert_array_equal(np.asarray(dvae.encode(dvae_mel(wave, dvae.cfg))), want)
+
+    texts = ["the cat sat.", "a dog ran.", "we go home.", "the sun is up."]
+    utts = {"train": [], "eval": []}
+    for i, text in enumerate(texts * 2):
+        path = tmp_path / f"{i}.wav"
+        n = int((0.5 + 0.05 * i) * sr)
+        sf.write(path, (0.2 * np.sin(2 * np.pi * (150 + 40 * i) * np.arange(n) / sr)).astype(np.float32), sr)
+        utts["eval" if i % 4 == 3 else "train"].append(Utterance(path, text, f"s{i % 2}"))
+    for split, rows in utts.items():
+        code, _, err = _run("encode_audio", ["--dvae", str(xtts["out"] / "dvae.safetensors"), "--data",
+                                             str(write_manifest(rows, tmp_path / f"{split}.jsonl")),
+                                             "--out", str(tmp_path / "tokens" / split)], capsys)
+        assert code == 0, err
+    spec = importlib.util.spec_from_file_location("train_tts_xtts", ROOT / "recipes" / "train_tts.py")
+    recipe = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules["train_tts_xtts"] = recipe
+    spec.loader.exec_module(recipe)
+    with pytest.raises(SystemExit) as e:
+        recipe.main(["--tokens", str(tmp_path / "tokens" / "train"), "--init", str(xtts["out"] / "tts.safetensors"),
+                     "--steps", "1", "--batch-size", "2", "--lr", "1e-4", "--eval-every", "1", "--sample-every", "0",
+                     "--ckpt-every", "0", "--length-buckets", "1", "--ref-seconds", "0.4",
+                     "--out", str(tmp_path / "tuned")])
+    assert e.value.code == 0, capsys.readouterr().err
+    assert "6 training and 2 held-out utterances" in capsys.readouterr().out
+    tuned = tmp_path / "tuned" / "tts.safetensors"
+    assert P.load_tts(tuned).config == P.load_tts(xtts["out"] / "tts.safetensors").config
+    before, after = (read_safetensors_metadata(str(p)) for p in (xtts["out"] / "tts.safetensors", tuned))
+    for key in ("xtts_tokenizer", "sampling", "languages"):
+        assert after[key] == before[key]
+    assert np.load(tmp_path / "tuned" / "speakers" / "s1.npy").shape == (TINY.conditioning.num_latents, TINY.gpt.n_embd)

@@ -51,8 +51,9 @@ def stand_in(dotted: str) -> tuple[type, str]:
     return type(name, (StandIn,), {"__module__": module, "__qualname__": name}), dotted
 
 
-def torch_load(path: str | Path) -> dict:
-    """``torch.load(path, weights_only=True)`` on CPU; coqui's config objects become stand-ins."""
+def torch_load(path: str | Path, tensor_ok: bool = False) -> dict:
+    """``torch.load(path, weights_only=True)`` on CPU; coqui's config objects become stand-ins.
+    A state dict, or with ``tensor_ok`` also a bare tensor (XTTS-v2's ``mel_stats.pth``)."""
     try:
         import torch
     except ImportError:
@@ -78,7 +79,7 @@ def torch_load(path: str | Path) -> dict:
                 f"{type(e).__name__}: {first[:160]}"
             raise UserError(f"cannot read {str(path)!r} as a PyTorch checkpoint with torch.load(weights_only=True) "
                             f"({detail}).") from None
-    if not isinstance(obj, dict):
+    if not isinstance(obj, dict) and not (tensor_ok and isinstance(obj, torch.Tensor)):
         raise UserError(f"{str(path)!r} holds a {type(obj).__name__}, not a state dict.")
     return obj
 

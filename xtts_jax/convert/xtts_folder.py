@@ -10,11 +10,15 @@ An XTTS-v2 release folder (coqui TTS) holds:
 * ``config.json``: sampling settings (temperature, top-k, top-p, repetition penalty) and the
   cloning settings (``gpt_cond_len``, ``gpt_cond_chunk_len``, ``max_ref_len``), as ``XttsConfig``;
 * ``speakers_xtts.pth`` (optional): built-in voices, ``{name: {"gpt_cond_latent": [1, 32, 1024],
-  "speaker_embedding": [1, 512, 1]}}``.
+  "speaker_embedding": [1, 512, 1]}}``;
+* ``dvae.pth`` and ``mel_stats.pth`` (optional, the release's fine-tuning files): the DVAE that
+  made the GPT's audio tokens and its mel divisor (``convert/dvae.py``).
 
 We write ``tts.safetensors`` (the vocabulary and settings in its metadata), ``vocoder.safetensors``,
 ``speaker_encoder.safetensors`` and ``speakers/NAME.npy`` (GPT conditioning ``[32, 1024]``) with
-``speakers/NAME.decoder.npy`` (the decoder's ``[512]``) for each built-in voice.
+``speakers/NAME.decoder.npy`` (the decoder's ``[512]``) for each built-in voice; ``dvae.safetensors``
+when the folder has ``dvae.pth``, so ``tools/encode_audio.py`` and ``recipes/train_tts.py --init``
+fine-tune the converted model on new speech.
 """
 
 from __future__ import annotations
@@ -91,7 +95,7 @@ def convert_xtts_folder(source: str | Path, out: str | Path, decoder_config=None
     from xtts_jax.convert.hifigan import load_xtts_hifigan_decoder
     from xtts_jax.convert.torch_io import torch_load
     from xtts_jax.convert.speaker_encoder import load_xtts_speaker_encoder, save_speaker_encoder
-    from xtts_jax.convert.xtts import describe, infer_config, load_xtts_gpt, read_xtts_state
+    from xtts_jax.convert.xtts import MEL_STATS, describe, infer_config, load_xtts_gpt, read_xtts_state
     from xtts_jax.inference.tts import save_tts
     from xtts_jax.models.hifigan import fold_weight_norm
     from xtts_jax.text.xtts_tokenizer import XttsTokenizer
@@ -140,6 +144,24 @@ def convert_xtts_folder(source: str | Path, out: str | Path, decoder_config=None
     log("speaker encoder: ResNet, 16 kHz audio in, "
         f"{encoder.config.proj_dim}-d embedding out")
 
+    has_dvae = (folder / "dvae.pth").is_file()
+    if has_dvae:
+        from xtts_jax.convert.dvae import load_xtts_dvae, read_mel_norms
+        from xtts_jax.models.dvae import save_dvae
+
+        if (folder / "mel_stats.pth").is_file():
+            norms = read_mel_norms(folder / "mel_stats.pth")
+        elif MEL_STATS in gpt_state:  # GPTTrainer reads one mel_norm_file for the DVAE and the conditioning
+            norms = gpt_state[MEL_STATS]
+        else:
+            raise UserError(f"{folder / 'dvae.pth'} needs the mel divisor it was trained with: mel_stats.pth")
+        dvae = load_xtts_dvae(folder / "dvae.pth", norms)
+        if dvae.cfg.num_tokens != cfg.num_audio_codes:
+            raise UserError(f"dvae.pth has {dvae.cfg.num_tokens} codes, the GPT predicts {cfg.num_audio_codes}")
+        save_dvae(dvae, str(out / "dvae.safetensors"))
+        log(f"DVAE: {dvae.cfg.num_tokens} codes, {dvae.cfg.n_mels} mels at {dvae.cfg.mel.sample_rate} Hz "
+            f"(for fine-tuning: tools/encode_audio.py --dvae {out / 'dvae.safetensors'})")
+
     voices = []
     speakers_path = folder / "speakers_xtts.pth"
     if speakers_path.is_file():
@@ -153,5 +175,5 @@ def convert_xtts_folder(source: str | Path, out: str | Path, decoder_config=None
             np.save(out / "speakers" / f"{stem}.decoder.npy", embedding)
             voices.append(stem)
         log(f"speakers: {len(voices)} built-in voices")
-    return {"out": str(out), "voices": voices, "sampling": sampling, "languages": meta["languages"]}
+    return {"out": str(out), "voices": voices, "sampling": sampling, "languages": meta["languages"], "dvae": has_dvae}
 
