@@ -50,9 +50,11 @@ class Split:
     ref_mel: np.ndarray  # [N, n_mels, frames]: the first ref_seconds of each clip
 
 
-def load_split(stem: str, cfg: tts_lib.TTSConfig, ref_frames: int, limit: int | None, tokenizer=None) -> Split:
+def load_split(stem: str, cfg: tts_lib.TTSConfig, ref_frames: int, limit: int | None, tokenizer=None,
+               language: str = "en") -> Split:
     """The utterances of STEM that fit ``cfg``, with the reference mel the conditioning encoder reads
-    (``cfg.conditioning``'s mel settings and norms). ``tokenizer``: an XTTS-v2 checkpoint's."""
+    (``cfg.conditioning``'s mel settings and norms). ``tokenizer``: an XTTS-v2 checkpoint's, reading
+    the text as ``language``."""
     stem = str(stem)
     if not Path(stem + ".jsonl").is_file() or not Path(stem + ".bin").is_file():
         raise UserError(f"token files {stem}.jsonl / {stem}.bin do not exist; write them with tools/encode_audio.py")
@@ -65,8 +67,7 @@ def load_split(stem: str, cfg: tts_lib.TTSConfig, ref_frames: int, limit: int | 
     mels = []
     for r in rows:
         try:
-            text = (pipeline.text_tokens(r["text"], cfg, tokenizer, r.get("language", "en"))
-                    if r["text"].strip() else None)
+            text = pipeline.text_tokens(r["text"], cfg, tokenizer, language) if r["text"].strip() else None
         except UserError:  # a sentence longer than the text positions: skipped
             text = None
         audio = codes[r["offset"]: r["offset"] + r["length"]].tolist()
@@ -257,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                     "whose blocks and text tables start the model")
     ap.add_argument("--init", help="a tts.safetensors to fine-tune: its config (size, text vocabulary, "
                     "conditioning) and weights start the run; --preset and --text-vocab are then ignored")
+    ap.add_argument("--language", default="en", help="language of the training text, for a checkpoint with "
+                    "XTTS-v2's multilingual tokenizer (--init of a converted XTTS-v2)")
     ap.add_argument("--out", default="runs/tts")
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -288,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--init {args.init} predicts {cfg.num_audio_codes} audio codes, "
                             f"the DVAE {dvae_path} has {dvae.cfg.num_tokens}")
         text_tokenizer = pipeline.load_text_tokenizer(args.init, cfg)
+        if text_tokenizer is not None:  # an unknown language: one error now, not every row skipped
+            from xtts_jax.text.xtts_tokenizer import language_code
+
+            language_code(args.language)
         print(f"fine-tuning {args.init}")
     else:
         cfg = dataclasses.replace(tts_lib.get_config(args.preset), num_audio_codes=dvae.cfg.num_tokens)
@@ -296,9 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compact text vocabulary: {cfg.text_vocab_size} GPT-2 ids")
     ref_mel = cfg.conditioning.mel_config
     ref_frames = ref_mel.n_frames(int(args.ref_seconds * ref_mel.sample_rate))
-    train = load_split(args.tokens, cfg, ref_frames, args.max_utterances, text_tokenizer)
+    train = load_split(args.tokens, cfg, ref_frames, args.max_utterances, text_tokenizer, args.language)
     held = load_split(args.eval_tokens or str(Path(args.tokens).with_name("eval")), cfg, ref_frames, None,
-                      text_tokenizer)
+                      text_tokenizer, args.language)
     # rows padded to a multiple of 16 positions, but never past the model's (XTTS-v2: 402 and 605)
     width = lambda rows, limit: min(limit, -(-max(len(r) for r in rows) // 16) * 16)  # noqa: E731
     text_width = width(train.text + held.text, cfg.text_positions)

@@ -312,3 +312,6 @@ def test_fine_tuning_a_converted_folder_on_new_speech(xtts, tmp_path, capsys):
     for key in ("xtts_tokenizer", "sampling", "languages"):
         assert after[key] == before[key]
     assert np.load(tmp_path / "tuned" / "speakers" / "s1.npy").shape == (TINY.conditioning.num_latents, TINY.gpt.n_embd)
+    with pytest.raises(SystemExit) as e:
+        recipe.main(["--tokens", str(tmp_path / "tokens" / "train"), "--init", str(tuned), "--language", "xx"])
+    assert e.value.code == 2 and "unknown language 'xx'" in capsys.readouterr().err
