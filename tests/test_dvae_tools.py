@@ -1,9 +1,7 @@
 """tools/encode_audio.py and recipes/train_dvae.py: token files from a manifest, and one DVAE
 training step as the shared trainer runs it."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import equinox as eqx
@@ -11,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _scripts import load_script
 import soundfile as sf
 
 from xtts_jax.audio.datasets import Utterance, write_manifest
@@ -19,19 +18,12 @@ from xtts_jax.errors import UserError
 from xtts_jax.models.dvae import DVAE, PRESETS, dvae_mel, load_dvae, save_dvae, update_codebook
 from xtts_jax.train.optim import TrainConfig, make_optimizer
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name, rel):
-    spec = importlib.util.spec_from_file_location(name, ROOT / rel)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
 
 
-encode_audio = _load("encode_audio", "tools/encode_audio.py")
-train_dvae = _load("train_dvae", "recipes/train_dvae.py")
+encode_audio = load_script("encode_audio", "tools/encode_audio.py")
+train_dvae = load_script("train_dvae", "recipes/train_dvae.py")
 
 
 def _wave(seconds, f0, seed):

@@ -2,14 +2,12 @@
 checkpoint, then ``--init`` fine-tuning from that checkpoint."""
 
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 
 import equinox as eqx
 import jax
 import numpy as np
 import pytest
+from _scripts import load_script
 import soundfile as sf
 
 from xtts_jax.audio.datasets import Utterance, write_manifest
@@ -18,19 +16,12 @@ from xtts_jax.inference.tts import load_tts
 from xtts_jax.models.dvae import DVAE, PRESETS, save_dvae
 from xtts_jax.train.checkpoint import read_safetensors_metadata
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name, rel):
-    spec = importlib.util.spec_from_file_location(name, ROOT / rel)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
 
 
-encode_audio = _load("encode_audio", "tools/encode_audio.py")
-train_tts = _load("train_tts", "recipes/train_tts.py")
+encode_audio = load_script("encode_audio", "tools/encode_audio.py")
+train_tts = load_script("train_tts", "recipes/train_tts.py")
 
 SENTENCES = ["The cat sat.", "A dog ran home.", "Mom baked a cake.", "A cat ran home."]  # the last held out
 

@@ -293,12 +293,9 @@ def test_fine_tuning_a_converted_folder_on_new_speech(xtts, tmp_path, capsys):
                                              str(write_manifest(rows, tmp_path / f"{split}.jsonl")),
                                              "--out", str(tmp_path / "tokens" / split)], capsys)
         assert code == 0, err
-    spec = importlib.util.spec_from_file_location("train_tts_xtts", ROOT / "recipes" / "train_tts.py")
-    recipe = importlib.util.module_from_spec(spec)
-    import sys
+    from _scripts import load_script
 
-    sys.modules["train_tts_xtts"] = recipe
-    spec.loader.exec_module(recipe)
+    recipe = load_script("train_tts_xtts", "recipes/train_tts.py")
     with pytest.raises(SystemExit) as e:
         recipe.main(["--tokens", str(tmp_path / "tokens" / "train"), "--init", str(xtts["out"] / "tts.safetensors"),
                      "--steps", "1", "--batch-size", "2", "--lr", "1e-4", "--eval-every", "1", "--sample-every", "0",
