@@ -9,17 +9,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _scripts import load_script
 import soundfile as sf
 
+from _scripts import load_script
 from xtts_jax.audio.datasets import Utterance, write_manifest
 from xtts_jax.audio.mel import compute_mel_stats, log_mel
 from xtts_jax.errors import UserError
 from xtts_jax.models.dvae import DVAE, PRESETS, dvae_mel, load_dvae, save_dvae, update_codebook
 from xtts_jax.train.optim import TrainConfig, make_optimizer
-
-
-
 
 
 encode_audio = load_script("encode_audio", "tools/encode_audio.py")

@@ -7,17 +7,14 @@ import equinox as eqx
 import jax
 import numpy as np
 import pytest
-from _scripts import load_script
 import soundfile as sf
 
+from _scripts import load_script
 from xtts_jax.audio.datasets import Utterance, write_manifest
 from xtts_jax.audio.mel import compute_mel_stats, log_mel
 from xtts_jax.inference.tts import load_tts
 from xtts_jax.models.dvae import DVAE, PRESETS, save_dvae
 from xtts_jax.train.checkpoint import read_safetensors_metadata
-
-
-
 
 
 encode_audio = load_script("encode_audio", "tools/encode_audio.py")
