@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
+import shutil
 
 import equinox as eqx
 import jax
@@ -208,3 +210,85 @@ def test_recipe_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert exit_info.value.code == 2 and len(err) == 1, (argv, err)
         assert err[0].startswith("error: ") and message in err[0], (argv, err)
+
+
+def _lm_trainer(task, data, **overrides) -> Trainer:
+    cfg = tiny_train_config(**overrides)
+    return Trainer(task, cfg, train_data=lambda s: data.batch(0, s, cfg.batch_size),
+                   eval_data=lambda i: data.batch(1, i, cfg.batch_size))
+
+
+def test_resume_keeps_the_schedule_and_one_metrics_history(tmp_path, capsys):
+    """--resume with nothing there says so; a resume says from where; asking for more steps keeps
+    the checkpoint's cosine (the extra steps at min_lr) instead of restarting it; metrics.jsonl
+    drops what was logged past the checkpoint and marks the resume."""
+    task = tiny_task()
+    data = TokenDataset(write_tokens(str(tmp_path / "tokens.bin")), task.config.block_size)
+    run = tmp_path / "run"
+    common = dict(out_dir=str(run), ckpt_every=2, lr=3e-3, min_lr=3e-4, warmup_steps=1)
+    first = _lm_trainer(task, data, steps=4, **common)
+    first.fit(resume=True, show_progress=False)
+    assert "nothing to resume: no checkpoint in" in capsys.readouterr().out
+    schedule = lr_schedule(first.cfg)  # cosine from step 1 to 4
+    # The run dies after logging steps 3 and 4 but before step 4's save is on disk.
+    shutil.rmtree(run / "checkpoints" / "4")
+
+    _lm_trainer(task, data, steps=8, **common).fit(resume=True, show_progress=False)
+    said = capsys.readouterr().out
+    assert f"resumed from step 2 ({run / 'checkpoints'})" in said
+    assert "steps 5-8 train at min_lr 0.0003" in said
+    records = read_jsonl(str(run / "metrics.jsonl"))
+    assert [(r["kind"], r["step"]) for r in records] == [
+        ("train", 1), ("train", 2), ("resume", 2), *(("train", s) for s in range(3, 9))]
+    lrs = [r["lr"] for r in records if r["kind"] == "train"]
+    np.testing.assert_allclose(lrs, [float(schedule(s)) for s in range(8)], rtol=1e-6)
+    np.testing.assert_allclose(lrs[4:], 3e-4, rtol=1e-6)  # continued at its end, not re-stretched
+    # The schedule's end travels with the run, so a second resume keeps it too.
+    assert json.loads((run / "config.json").read_text())["train"]["schedule_steps"] == 4
+
+
+def test_checkpoints_on_a_time_interval(tmp_path):
+    """With no step interval, saves still come at log steps once ckpt_every_seconds have passed."""
+    assert 0 < TrainConfig().ckpt_every_seconds <= 600  # on by default: a crash early loses minutes, not all
+    task = tiny_task()
+    data = TokenDataset(write_tokens(str(tmp_path / "tokens.bin")), task.config.block_size)
+    trainer = _lm_trainer(task, data, out_dir=str(tmp_path / "run"), steps=6, ckpt_every=0, log_every=2,
+                          keep_last=10, ckpt_every_seconds=1e-6)
+    trainer.fit(show_progress=False)
+    assert trainer.ckpt.steps() == [2, 4, 6]
+
+
+def test_bar_counts_finished_steps_and_shows_eval(tmp_path, monkeypatch):
+    """The bar moves once a step has finished on the device (not when it is queued, which made it
+    race ahead and stall at each log point), and reads "eval" while the evaluation runs."""
+    from xtts_jax.train import metrics as metrics_mod
+
+    @jax.jit
+    def slow(loss):  # ~0.1 s of device work, so a queued step is visibly unfinished
+        m = jnp.full((400, 400), 1e-3)
+        return jax.lax.fori_loop(0, 200, lambda i, a: jnp.tanh(a @ m), m).sum() * 0 + loss
+
+    task = tiny_task()
+    data = TokenDataset(write_tokens(str(tmp_path / "tokens.bin")), task.config.block_size)
+    trainer = _lm_trainer(task, data, out_dir=str(tmp_path / "run"), steps=6, log_every=100, eval_every=3)
+    real_step, returned, loggers, shown, evaluating = trainer.train_step, [], [], [], []
+
+    def step(state, batch):
+        state, metrics = real_step(state, batch)
+        returned.append(dict(metrics, slow=slow(metrics["loss"])))
+        return state, returned[-1]
+
+    def progress(self, n):
+        shown.append((n, all(x.is_ready() for x in jax.tree.leaves(returned[n - 1]))))
+
+    real_init, real_eval = metrics_mod.MetricsLogger.__init__, trainer.evaluate
+    monkeypatch.setattr(metrics_mod.MetricsLogger, "__init__",
+                        lambda self, *a, **k: loggers.append(self) or real_init(self, *a, **k))
+    monkeypatch.setattr(metrics_mod.MetricsLogger, "progress", progress)
+    monkeypatch.setattr(trainer, "train_step", step)
+    monkeypatch.setattr(trainer, "evaluate", lambda p: evaluating.append(loggers[0].bar.desc) or real_eval(p))
+    trainer.fit(show_progress=True)
+    assert [n for n, _ in shown] == sorted({n for n, _ in shown}) and shown[-1][0] == 6
+    assert all(ready for _, ready in shown), shown
+    assert evaluating == ["eval", "eval"]  # at steps 3 and 6
+

@@ -1,11 +1,14 @@
 """Where training metrics go: a JSONL file (one object per line), a tqdm bar, TensorBoard if present.
 
 Only process 0 writes; other processes get a logger that does nothing, so the loop needs no
-``if process_index == 0`` of its own.
+``if process_index == 0`` of its own. A run that starts at step s > 0 (a resume) keeps the records
+up to s, drops those past it (written after the checkpoint it resumes from) and adds one
+``{"step": s, "kind": "resume"}`` record, so the file reads as one history.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -41,7 +44,8 @@ def _plain(v: Any) -> Any:
 
 
 class MetricsLogger:
-    """``log(step, dict)`` appends to ``metrics.jsonl``; ``progress(step)`` moves the bar."""
+    """``log(step, dict)`` appends to ``metrics.jsonl``; ``progress(step)`` moves the bar, and
+    ``stage(name)`` names what runs between steps (eval, samples, save) on it."""
 
     def __init__(self, out_dir: str, total_steps: int, start_step: int = 0,
                  tensorboard: bool = True, show_progress: bool = True):
@@ -52,9 +56,12 @@ class MetricsLogger:
         if not self.active:
             return
         os.makedirs(out_dir, exist_ok=True)
+        _keep_until(self.path, start_step)
         self.file = open(self.path, "a", buffering=1)
+        if start_step > 0:
+            self.log(start_step, {}, kind="resume")
         if show_progress:
-            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, desc="train")
         if tensorboard:
             self.writer = _tensorboard_writer(os.path.join(out_dir, "tensorboard"))
 
@@ -82,6 +89,17 @@ class MetricsLogger:
         else:
             print(text, flush=True)
 
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        """Show ``name`` instead of "train" on the bar while the block runs."""
+        if self.bar is not None:
+            self.bar.set_description_str(name, refresh=True)
+        try:
+            yield
+        finally:
+            if self.bar is not None:
+                self.bar.set_description_str("train", refresh=True)
+
     def progress(self, step: int) -> None:
         if self.bar is not None:
             self.bar.n = step
@@ -97,13 +115,32 @@ class MetricsLogger:
         self.file.close()
 
 
+def _keep_until(path: str, step: int) -> None:
+    """Rewrite ``path`` with only its records at or before ``step``; a line cut off by a crash
+    goes too."""
+    if not os.path.isfile(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+
+
 def read_jsonl(path: str) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
 # Dense bf16 peaks from the vendors' data sheets (FLOP/s per device), for MFU as nanoGPT reports
-# it (its A100 figure is 312e12). Other devices: pass --peak_flops.
+# it (its A100 figure is 312e12). Other devices: pass --peak-flops.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 70e12}
 
 

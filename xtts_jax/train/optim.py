@@ -36,12 +36,18 @@ class TrainConfig:
     eval_every: int = 250
     eval_steps: int = 20
     ckpt_every: int = 500  # and always after the last step
+    # Also save at the first log step this long after the last save, so a crash early in a slow
+    # run loses minutes, not everything; 0: step interval only.
+    ckpt_every_seconds: float = 120.0
     keep_last: int = 2
     log_every: int = 10
     sample_every: int = 0  # text samples every N steps and at the end; 0: none
     seed: int = 0
     out_dir: str = "runs/default"
     peak_flops: float = 0.0  # per-device peak FLOP/s for MFU; 0: MFU not reported
+    # Where the cosine reaches min_lr (0: at ``steps``). A resumed run keeps its checkpoint's, so
+    # asking for more steps trains the extra ones at min_lr instead of re-stretching the cosine.
+    schedule_steps: int = 0
 
     def __post_init__(self):
         checks = {
@@ -50,7 +56,8 @@ class TrainConfig:
             "min_lr": 0 <= self.min_lr <= self.lr, "warmup_steps": self.warmup_steps >= 0,
             "weight_decay": self.weight_decay >= 0, "grad_clip": self.grad_clip >= 0,
             "eval_every": self.eval_every >= 0, "eval_steps": self.eval_steps >= 1,
-            "ckpt_every": self.ckpt_every >= 0, "keep_last": self.keep_last >= 1,
+            "ckpt_every": self.ckpt_every >= 0, "ckpt_every_seconds": self.ckpt_every_seconds >= 0,
+            "schedule_steps": self.schedule_steps >= 0, "keep_last": self.keep_last >= 1,
             "log_every": self.log_every >= 1, "sample_every": self.sample_every >= 0,
             "betas": len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
         }
@@ -62,13 +69,31 @@ class TrainConfig:
                 f"batch_size {self.batch_size} does not divide into grad_accum {self.grad_accum}")
 
 
+# The fields that make the learning-rate schedule: a resumed run takes them from its checkpoint.
+SCHEDULE_FIELDS = ("lr", "min_lr", "warmup_steps", "schedule_steps")
+
+
+def schedule_fields(train: dict) -> dict:
+    """The schedule of a TrainConfig given as a dict (``dataclasses.asdict``, as checkpoints store
+    it), with ``schedule_steps`` made explicit (checkpoints that predate the field ended at ``steps``)."""
+    fields = {k: train.get(k) for k in SCHEDULE_FIELDS}
+    fields["schedule_steps"] = fields["schedule_steps"] or train["steps"]
+    return fields
+
+
+def describe_schedule(fields: dict) -> str:
+    return (f"warmup {fields['warmup_steps']} steps to lr {fields['lr']:g}, cosine to min_lr "
+            f"{fields['min_lr']:g} at step {fields['schedule_steps']}")
+
+
 def lr_schedule(cfg: TrainConfig) -> optax.Schedule:
-    """Linear warmup from 0 to ``lr`` over ``warmup_steps``, cosine decay to ``min_lr`` at ``steps``.
+    """Linear warmup from 0 to ``lr`` over ``warmup_steps``, cosine decay to ``min_lr`` at
+    ``schedule_steps`` (default ``steps``), then ``min_lr``.
 
     As nanoGPT's ``get_lr``: lr * (step + 1) / warmup during warmup, so step 0 is not wasted.
     """
     warmup = max(cfg.warmup_steps, 1)
-    decay = max(cfg.steps - cfg.warmup_steps, 1)
+    decay = max((cfg.schedule_steps or cfg.steps) - cfg.warmup_steps, 1)
 
     def schedule(step):
         step = jnp.asarray(step, jnp.float32)

@@ -9,7 +9,9 @@ gradient step does not describe (GANs). The state is a dict of arrays: ``params`
 arrays), ``opt_state``, ``step`` and ``key``. One jitted step, state donated; metrics stay on device
 until every ``log_every`` steps. Batches come from ``train_data(step)``, a pure function returning
 this process's rows, so resuming at step s sees exactly the batches an uninterrupted run would have
-seen.
+seen. A resumed run continues the learning-rate schedule stored in its checkpoint (see
+``optim.schedule_fields``), and ``metrics.jsonl`` keeps one history: records past the checkpoint's
+step are dropped and a ``{"kind": "resume"}`` record marks where the run picked up.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from xtts_jax.train import sharding as shd
 from xtts_jax.train.checkpoint import Checkpointer, export_safetensors
 from xtts_jax.train.data import Prefetcher
 from xtts_jax.train.metrics import MetricsLogger
-from xtts_jax.train.optim import TrainConfig, lr_schedule, make_optimizer
+from xtts_jax.train.optim import (SCHEDULE_FIELDS, TrainConfig, describe_schedule, lr_schedule, make_optimizer,
+                                  schedule_fields)
 
 BatchFn = Callable[[int], np.ndarray]
 
@@ -72,13 +75,11 @@ class Trainer:
         abstract = eqx.filter_eval_shape(task.init_model, key)
         is_param = lambda x: isinstance(x, jax.ShapeDtypeStruct)  # noqa: E731
         self.abstract_params, self.static = eqx.partition(abstract, is_param)
-        shape_model = _shape_model(abstract)
+        self._shape_model = _shape_model(abstract)
         logical_fn = getattr(task, "logical_axes", None)
-        self.logical = shd.logical_specs_for(shape_model, logical_fn)
+        self.logical = shd.logical_specs_for(self._shape_model, logical_fn)
         self.param_sharding = shd.param_shardings(self.abstract_params, self.mesh, self.logical)
-        make_opt = getattr(task, "optimizer", None) or make_optimizer
-        self.optimizer = make_opt(cfg, shape_model, self.logical)
-        self.schedule = lr_schedule(cfg)
+        self._set_optimizer(cfg)
 
         abstract_state = jax.eval_shape(self._init_state, key)
         self.state_sharding = shd.state_shardings(
@@ -88,12 +89,21 @@ class Trainer:
         replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = shd.batch_sharding(self.mesh)
         self.init_state = jax.jit(self._init_state, out_shardings=self.state_sharding)
-        self.train_step = jax.jit(self._step, in_shardings=(self.state_sharding, self.batch_sharding),
-                                  out_shardings=(self.state_sharding, replicated), donate_argnums=0)
+        self._jit_train_step()
         self.eval_step = jax.jit(self._eval, in_shardings=(self.param_sharding, self.batch_sharding),
                                  out_shardings=replicated)
         self.ckpt = Checkpointer(os.path.join(cfg.out_dir, "checkpoints"), cfg.keep_last)
         self.history: list[dict] = []
+
+    def _set_optimizer(self, cfg: TrainConfig) -> None:
+        """The optimizer and schedule of ``cfg`` (the optimizer state's structure does not depend on it)."""
+        make_opt = getattr(self.task, "optimizer", None) or make_optimizer
+        self.cfg, self.optimizer, self.schedule = cfg, make_opt(cfg, self._shape_model, self.logical), lr_schedule(cfg)
+
+    def _jit_train_step(self) -> None:
+        self.train_step = jax.jit(self._step, in_shardings=(self.state_sharding, self.batch_sharding),
+                                  out_shardings=(self.state_sharding, NamedSharding(self.mesh, P())),
+                                  donate_argnums=0)
 
     # --- pure functions, jitted once ----------------------------------------------------------
     def _init_state(self, key: jax.Array) -> dict:
@@ -152,14 +162,46 @@ class Trainer:
                 "task": to_dict() if to_dict else type(self.task).__name__, **self.meta}
 
     def restore_or_init(self, resume: bool) -> dict:
+        """The latest checkpoint's state when ``resume`` (saying so), else a fresh one."""
         latest = self.ckpt.latest_step()
         if latest is not None and not resume:
             raise UserError(f"{self.cfg.out_dir} already holds checkpoints (step {latest}); "
                             "pass --resume to continue or choose another out_dir")
+        if resume and latest is None:
+            self._say(f"nothing to resume: no checkpoint in {self.ckpt.directory}; starting from step 0")
         if resume and latest is not None:
-            state, _ = self.ckpt.restore(self.abstract_state, latest)
+            state, meta = self.ckpt.restore(self.abstract_state, latest)
+            self._say(f"resumed from step {latest} ({self.ckpt.directory})")
+            self._continue_schedule(meta.get("train"))
             return state
         return self.init_state(jax.random.PRNGKey(self.cfg.seed))
+
+    def _continue_schedule(self, saved: dict | None) -> None:
+        """Keep the checkpoint's learning-rate schedule, so a resumed run's lr is continuous: asking
+        for more steps does not re-stretch the cosine (steps past its end train at min_lr)."""
+        if saved is None:  # a checkpoint written without a train config: the one given is all we have
+            return
+        kept = schedule_fields(saved)
+        asked = schedule_fields(dataclasses.asdict(self.cfg))
+        if kept != asked:
+            ends, steps = kept["schedule_steps"], self.cfg.steps
+            note = f"keeping the checkpoint's learning-rate schedule ({describe_schedule(kept)})"
+            if ends < steps:
+                note += f": steps {ends + 1}-{steps} train at min_lr {kept['min_lr']:g}"
+            elif ends > steps:
+                note += f": this run stops at step {steps}, before the cosine ends"
+            given = [k for k in SCHEDULE_FIELDS if asked[k] != kept[k]
+                     and (k != "schedule_steps" or self.cfg.schedule_steps)]
+            if given:
+                note += f" (ignored: {', '.join(f'{k} {asked[k]:g}' for k in given)})"
+            self._say(note)
+        if kept != {k: getattr(self.cfg, k) for k in SCHEDULE_FIELDS}:
+            self._set_optimizer(dataclasses.replace(self.cfg, **kept))
+            self._jit_train_step()
+
+    def _say(self, text: str) -> None:
+        if jax.process_index() == 0:
+            print(text, flush=True)
 
     def evaluate(self, params: Any) -> float:
         losses = [self.eval_step(params, shd.global_batch(self.eval_data(i), self.mesh))["loss"]
@@ -174,10 +216,10 @@ class Trainer:
 
     def fit(self, resume: bool = False, show_progress: bool = True) -> dict:
         """Train to ``cfg.steps``; returns {"state", "val_loss", "history", "samples"}."""
-        cfg = self.cfg
         if self.train_data is None:
             raise UserError("the trainer needs train_data to fit")
         state = self.restore_or_init(resume)
+        cfg = self.cfg  # a resume may have set the schedule from the checkpoint
         step = int(jax.device_get(state["step"]))
         if jax.process_index() == 0:
             os.makedirs(cfg.out_dir, exist_ok=True)
@@ -185,12 +227,19 @@ class Trainer:
                 json.dump(self.config_dict(), f, indent=2)
         log = MetricsLogger(cfg.out_dir, cfg.steps, step, show_progress=show_progress)
         self._pending, self._t_last, self._val_loss, self._samples = [], time.perf_counter(), None, []
+        self._t_saved = time.monotonic()
         # Host batches (and their copy to the devices) are made in a thread, two steps ahead.
         make_batch = lambda s: shd.global_batch(self.train_data(s), self.mesh)  # noqa: E731
         with Prefetcher(make_batch, step, cfg.steps) as batches:
             for step, batch in batches:
                 state, metrics = self.train_step(state, batch)
-                self._pending.append(metrics)  # stays on device: no sync until the next log
+                self._pending.append(metrics)  # stays on device: no copy until the next log
+                if len(self._pending) > 1:
+                    # One step in flight: step s is queued while s - 1 finishes, so the device never
+                    # waits, and the bar counts finished steps instead of racing ahead to the next
+                    # log point and stalling there.
+                    jax.block_until_ready(self._pending[-2])
+                    log.progress(step)
                 self._after_step(step + 1, state, batch.shape, log)
         self.ckpt.wait()
         export_safetensors(self.model(state["params"]), os.path.join(cfg.out_dir, "model.safetensors"),
@@ -201,11 +250,22 @@ class Trainer:
     def _due(self, step: int, every: int) -> bool:
         return bool(every) and (step % every == 0 or step == self.cfg.steps)
 
+    def _save_time_due(self) -> bool:
+        """``ckpt_every_seconds`` have passed since the last save. Asked only at log steps (the
+        host has just synced there anyway); every process must save at the same step, so they
+        follow process 0's clock."""
+        due = bool(self.cfg.ckpt_every_seconds) and time.monotonic() - self._t_saved >= self.cfg.ckpt_every_seconds
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            due = bool(multihost_utils.broadcast_one_to_all(np.asarray(due)))
+        return due
+
     def _after_step(self, step: int, state: dict, batch_shape: tuple, log: MetricsLogger) -> None:
         """Logging, eval, samples and checkpoints that fall on ``step`` (the count of steps done)."""
         cfg = self.cfg
-        if self._due(step, cfg.log_every):
-            pending = jax.device_get(self._pending)  # the one host sync per log_every steps
+        logged = self._due(step, cfg.log_every)
+        if logged:
+            pending = jax.device_get(self._pending)  # the one copy to the host per log_every steps
             values = {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
             now = time.perf_counter()
             seq_len = batch_shape[-1] - 1 if len(batch_shape) == 2 else batch_shape[-1]
@@ -218,24 +278,28 @@ class Trainer:
             if flops and cfg.peak_flops > 0:
                 values["mfu"] = flops(seq_len) * values["tokens_per_s"] / (cfg.peak_flops * jax.device_count())
             log.log(step, values)
+            log.progress(step)
             self.history.append({"step": step, **values})
             self._pending = []
         evaluated = None
         if self.eval_data is not None and self._due(step, cfg.eval_every):
-            evaluated = self._val_loss = self.evaluate(state["params"])
+            with log.stage("eval"):
+                evaluated = self._val_loss = self.evaluate(state["params"])
             log.log(step, {"val_loss": evaluated}, kind="eval")
         if self._due(step, cfg.sample_every):
-            self._samples = self.samples(state["params"], step)
+            with log.stage("samples"):
+                self._samples = self.samples(state["params"], step)
             for text in self._samples:
                 log.write(f"[step {step}] {text}")
             log.log(step, {"samples": self._samples}, kind="samples")
-        if self._due(step, cfg.ckpt_every) or step == cfg.steps:
+        if self._due(step, cfg.ckpt_every) or step == cfg.steps or (logged and self._save_time_due()):
             meta = dict(self.config_dict(), data_position=step, data_seed=cfg.seed)
-            self.ckpt.save(step, state, meta, val_loss=evaluated)
+            with log.stage("save"):
+                self.ckpt.save(step, state, meta, val_loss=evaluated)
+            self._t_saved = time.monotonic()
             if self.on_checkpoint is not None:
                 self.ckpt.wait()
                 self.on_checkpoint(step)
-        log.progress(step)
         if not self._pending:  # eval, samples and saves do not count against tokens/s
             self._t_last = time.perf_counter()
 
