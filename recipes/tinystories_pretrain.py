@@ -1,10 +1,10 @@
 """Pretrain a GPT on children's stories: the embedded corpus on CPU by default, TinyStories or gpt2 on GPU.
 
     python recipes/tinystories_pretrain.py                    # CPU, a few minutes: embedded stories, tiny model
-    python recipes/tinystories_pretrain.py --resume           # continue the run in --out
+    python recipes/tinystories_pretrain.py --resume           # continue the run in --out (its lr schedule too)
     python -m xtts_jax.text.prepare TinyStories-train.txt --val TinyStories-valid.txt --out data/tinystories
     python recipes/tinystories_pretrain.py --preset gpt2 --data data/tinystories --out runs/ts_gpt2
-    python recipes/tinystories_pretrain.py --steps 2000 --model.n_layer 6 --lr 1e-3   # any config field
+    python recipes/tinystories_pretrain.py --steps 2000 --model.n-layer 6 --lr 1e-3   # any config field
 
 The story: prepare tokens (once), count them (unigram entropy: what a model with no context scores),
 build the task and the trainer, train with evals, checkpoints and samples, and compare the final
@@ -48,21 +48,28 @@ def parse(argv):
     from xtts_jax.train.sharding import MeshConfig
     from xtts_jax.train.trainer import add_config_args
 
+    # The preset decides the defaults, so --help (and --preset gpt2 --help) shows what will run.
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--preset", choices=PRESETS, default="cpu")
+    preset = PRESETS[first.parse_known_args(argv)[0].preset]
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--preset", choices=PRESETS, default="cpu")
+    ap.add_argument("--preset", choices=PRESETS, default="cpu", help="named setup; config defaults below follow it")
     ap.add_argument("--data", help="folder with train.bin and val.bin (xtts_jax.text.prepare); "
                                    "the cpu preset makes the embedded corpus there when missing")
     ap.add_argument("--text", nargs="+", help="corpus files to prepare into --data first (TinyStories .txt/.json)")
-    ap.add_argument("--out", help="run folder: checkpoints, metrics.jsonl, model.safetensors")
+    ap.add_argument("--out", help="run folder: checkpoints, metrics.jsonl, model.safetensors "
+                                  f"(default {preset['out']})")
     ap.add_argument("--config", help="JSON file with 'model', 'train' and 'mesh' sections")
     ap.add_argument("--compact-vocab", choices=("auto", "yes", "no"), default="auto")
     ap.add_argument("--loss-chunk", type=int, default=0,
                     help="cross-entropy over chunks of this many positions, never all logits at once (0: off)")
-    ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from the latest checkpoint in --out, on its learning-rate schedule: "
+                         "steps past the schedule's end train at min_lr (nothing there: starts fresh)")
     ap.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize() (multi-host)")
-    add_config_args(ap, TrainConfig())
-    add_config_args(ap, GPTConfig(), "model.")
+    add_config_args(ap, TrainConfig(**preset["train"]), skip=("out_dir",))  # --out names the run folder
+    add_config_args(ap, GPTConfig(**preset["model"]), "model.")
     add_config_args(ap, MeshConfig(), "mesh.")
     return ap.parse_args(argv)
 

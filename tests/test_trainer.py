@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 import shutil
 
 import equinox as eqx
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _scripts import load_script
 from _tiny import VOCAB, tiny_task, tiny_train_config, write_tokens
 from xtts_jax.errors import UserError
 from xtts_jax.inference.sampling import SamplingConfig, generate
@@ -292,3 +294,18 @@ def test_bar_counts_finished_steps_and_shows_eval(tmp_path, monkeypatch):
     assert all(ready for _, ready in shown), shown
     assert evaluating == ["eval", "eval"]  # at steps 3 and 6
 
+
+def test_recipe_help_shows_the_preset_and_one_flag_style(capsys):
+    """--help shows the defaults that will run (the preset's), hyphenated flags, one run-folder
+    flag; the underscore spelling still works, unlisted."""
+    recipe = load_script("tinystories_pretrain", "recipes/tinystories_pretrain.py")
+    for argv, steps in (([], 300), (["--preset", "gpt2"], 20000)):
+        with pytest.raises(SystemExit):
+            recipe.parse([*argv, "--help"])
+        text = capsys.readouterr().out
+        assert re.search(rf"--steps STEPS\s+default {steps}\n", text), text
+        assert "--batch-size" in text and "--model.n-layer" in text and "--warmup-steps" in text
+        assert "_" not in "".join(re.findall(r"--[\w.-]+", text)), "underscore flags in --help"
+        assert "--out-dir" not in text and "--out " in text
+    args = recipe.parse(["--batch_size", "8", "--model.n_layer", "3", "--min-lr", "1e-5"])
+    assert (args.batch_size, getattr(args, "model.n_layer"), args.min_lr) == (8, 3, 1e-5)

@@ -304,22 +304,32 @@ class Trainer:
             self._t_last = time.perf_counter()
 
 
-# --- configs from the command line: --steps 100, --model.n_layer 6, --mesh.fsdp 4 ---------------
-def add_config_args(parser, base: Any, prefix: str = "") -> None:
-    """One flag per field of the dataclass instance ``base`` (``--{prefix}{field}``); unset flags
-    keep ``base``'s value. Types follow the default values (tuples take several values)."""
+# --- configs from the command line: --steps 100, --model.n-layer 6, --mesh.fsdp 4 ---------------
+def add_config_args(parser, base: Any, prefix: str = "", skip: tuple[str, ...] = ()) -> None:
+    """One flag per field of the dataclass instance ``base`` (``--{prefix}{field}``, hyphens for
+    underscores as every CLI of the repo spells flags; the underscore spelling is accepted too,
+    unlisted). Unset flags keep ``base``'s value, which ``--help`` shows, so pass the base the
+    script will really use (its preset). Fields in ``skip`` get no flag (the script sets them).
+    Types follow the default values (tuples take several values)."""
+    import argparse
+
     group = parser.add_argument_group(f"{prefix.rstrip('.') or 'train'} config")
     for f in dataclasses.fields(base):
+        if f.name in skip:
+            continue
         value = getattr(base, f.name)
         kind = type(value) if value is not None else str
-        opts = dict(dest=prefix + f.name, default=None, help=f"default {value!r}")
+        opts = dict(dest=prefix + f.name, default=None)
         if kind is bool:
             opts["type"] = lambda s: {"true": True, "1": True, "false": False, "0": False}[s.lower()]
         elif kind is tuple:
             opts.update(type=type(value[0]), nargs=len(value))
         else:
             opts["type"] = kind
-        group.add_argument(f"--{prefix}{f.name}", **opts)
+        flag = f"--{prefix}{f.name}"
+        group.add_argument(flag.replace("_", "-"), help=f"default {value!r}", **opts)
+        if "_" in f.name:
+            group.add_argument(flag, help=argparse.SUPPRESS, **opts)
 
 
 def config_from_args(args: Any, base: Any, prefix: str = "", overrides: dict | None = None) -> Any:
