@@ -41,8 +41,9 @@ CONFIGS: dict[str, tuple[GPTConfig, TrainConfig, bool]] = {
         GPTConfig(n_layer=2, n_head=2, n_embd=96, block_size=64, scan_layers=False),
         TrainConfig(steps=150, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=15,
                     eval_every=25, eval_steps=8, ckpt_every=50, keep_last=1, log_every=10), True),
-    # The committed docs/ablation result: TinyStories sample text on 2 shared CPU cores in ~25
-    # minutes. Its ~7,700-id vocabulary makes the output layer most of the cost at this width.
+    # With --steps 480 (4x this budget): the committed docs/ablation result, TinyStories sample text
+    # on 2 shared CPU cores in 1,532 s (docs/ablation/README.md has the exact command). Its
+    # ~7,700-id vocabulary makes the output layer most of the cost at this width.
     "tinystories-cpu": (
         GPTConfig(n_layer=2, n_head=2, n_embd=96, block_size=64, scan_layers=False),
         TrainConfig(steps=120, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=12,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from xtts_jax.errors import UserError
 from xtts_jax.models.gpt import get_config
@@ -45,15 +46,33 @@ def test_summarize_on_known_numbers():
     assert relu["mean"] == 3.0 and relu["std"] == pytest.approx(np.sqrt(0.75))
     # Paired by seed: differences 1.0, 1.5, 0.5.
     assert relu["delta_vs_baseline"] == pytest.approx(1.0) and relu["delta_std"] == pytest.approx(0.5)
-    assert not relu["beyond_seed_spread"]  # |3 - 2| < 1 + 0.866: the bands overlap
-    assert swiglu["beyond_seed_spread"] and swiglu["delta_vs_baseline"] == pytest.approx(8.5)
+    assert swiglu["delta_vs_baseline"] == pytest.approx(8.5)
+    # A paired t-test on those differences: t = 1 / (0.5 / sqrt 3), two-sided p from t with 2 df.
+    assert relu["paired_t"] == pytest.approx(2 * np.sqrt(3))
+    for row, values in ((relu, [2.0, 3.5, 3.5]), (swiglu, [10.0, 10.5, 11.0])):
+        reference = stats.ttest_rel(values, [1.0, 2.0, 3.0])
+        assert row["paired_t"] == pytest.approx(reference.statistic, rel=1e-9)
+        assert row["p_value"] == pytest.approx(reference.pvalue, rel=1e-9)
+    assert base["paired_t"] is None and base["p_value"] is None  # the baseline against itself
     assert base["tokens_per_s"] == 1001.0
     # The curve: mean and std over seeds at each eval step; the first point is 3.0 for every seed.
     assert relu["curve"]["tokens"] == [640, 1280]
     np.testing.assert_allclose(relu["curve"]["mean"], [3.0, 3.0])
     np.testing.assert_allclose(relu["curve"]["std"], [0.0, np.sqrt(0.75)])
     table = ablation.markdown_table(summary)
-    assert "| relu | 8 | 100 | 50 | 3.0000 ± 0.8660 | +1.0000 ± 0.5000 | no | 3 |" in table
+    assert f"| relu | 8 | 100 | 50 | 3.0000 ± 0.8660 | +1.0000 ± 0.5000 | t = +3.46, p = {relu['p_value']:.3f} | 3 |" in table
+    assert "| gelu_tanh | 8 | 100 | 50 | 2.0000 ± 1.0000 | — | — | 3 |" in table
+
+
+def test_paired_t_test_on_the_committed_relu_numbers():
+    """The committed table's relu case: lower on every seed by a steady amount, with a seed spread
+    wider than the gap: t is large, and p is what 3 seeds allow (the old band rule said only "no")."""
+    base = [4.1646, 4.3624, 4.3291]
+    relu = [4.0740, 4.1933, 4.0513]
+    row = summarize([_fake("gelu_tanh", s, v) for s, v in enumerate(base)]
+                    + [_fake("relu", s, v) for s, v in enumerate(relu)])["rows"][1]
+    assert row["paired_t"] == pytest.approx(stats.ttest_rel(relu, base).statistic)
+    assert row["paired_t"] < -3 and 0.05 < row["p_value"] < 0.1  # consistent, yet 3 seeds leave p = 0.08
 
 
 def _tokens(path: Path, n: int, seed: int) -> None:

@@ -212,16 +212,29 @@ def mean_std(values) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
+def paired_t_test(differences) -> tuple[float | None, float | None]:
+    """Paired t-test on per-seed differences: t = mean / (sample std / sqrt(n)) and its two-sided
+    p-value from Student's t with n - 1 degrees of freedom. (None, None) where it is undefined:
+    fewer than two pairs, or differences with no spread (the baseline against itself)."""
+    from scipy import stats
+
+    d = np.asarray(differences, np.float64)
+    mean, std = mean_std(d) if len(d) > 1 else (0.0, 0.0)
+    if std == 0:
+        return None, None
+    t = mean / (std / np.sqrt(len(d)))
+    return float(t), float(2 * stats.t.sf(abs(t), len(d) - 1))
+
+
 def summarize(results: list[dict]) -> dict:
     """Per activation (in first-seen order; the first is the baseline): final val loss mean and std
-    over seeds, the paired difference to the baseline (same seed: same data order and init key),
-    whether the ±1 std bands of the two are apart, tokens/s, and the mean/std val-loss curve."""
+    over seeds, the paired difference to the baseline (same seed: same data order and init key)
+    with a paired t-test on it, tokens/s, and the mean/std val-loss curve."""
     by_activation: dict[str, list[dict]] = {}
     for r in results:
         by_activation.setdefault(r["activation"], []).append(r)
     baseline = next(iter(by_activation))
     base_loss = {r["seed"]: r["final_val_loss"] for r in by_activation[baseline]}
-    base_mean, base_std = mean_std(list(base_loss.values()))
     rows = []
     for activation, runs in by_activation.items():
         runs = sorted(runs, key=lambda r: r["seed"])
@@ -229,6 +242,7 @@ def summarize(results: list[dict]) -> dict:
         mean, std = mean_std(losses)
         paired = [r["final_val_loss"] - base_loss[r["seed"]] for r in runs if r["seed"] in base_loss]
         delta, delta_std = mean_std(paired) if paired else (float("nan"), float("nan"))
+        t, p = paired_t_test(paired)
         # The val curves share eval steps when the runs share a TrainConfig; keep the common ones.
         steps = sorted(set.intersection(*({p["step"] for p in r["val_curve"]} for r in runs)))
         curves = np.array([[{p["step"]: p["val_loss"] for p in r["val_curve"]}[s] for s in steps] for r in runs])
@@ -237,8 +251,7 @@ def summarize(results: list[dict]) -> dict:
             "activation": activation, "seeds": [r["seed"] for r in runs], "params": runs[0]["params"],
             "final_val_loss": losses, "mean": mean, "std": std,
             "delta_vs_baseline": delta, "delta_std": delta_std,
-            "beyond_seed_spread": bool(activation != baseline and len(runs) > 1
-                                       and abs(mean - base_mean) > std + base_std),
+            "paired_t": t, "p_value": p, "pairs": len(paired),
             "tokens_per_s": mean_std([r["tokens_per_s"] for r in runs])[0],
             "steps": runs[0]["steps"], "tokens": runs[0]["tokens"],
             "curve": {"tokens": [s * tokens_per_step for s in steps], "mean": curves.mean(0).tolist(),
@@ -250,14 +263,14 @@ def summarize(results: list[dict]) -> dict:
 def markdown_table(summary: dict) -> str:
     base = summary["baseline"]
     lines = [f"| activation | MLP hidden | params | non-embedding params | final val loss (mean ± std) "
-             f"| Δ vs {base}, paired (mean ± std) | beyond seed spread | seeds | tokens/s | steps | tokens |",
+             f"| Δ vs {base}, paired (mean ± std) | paired t-test | seeds | tokens/s | steps | tokens |",
              "|---|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|"]
     for r in summary["rows"]:
         p = r["params"]
         delta = "—" if r["activation"] == base else f"{r['delta_vs_baseline']:+.4f} ± {r['delta_std']:.4f}"
-        beyond = "—" if r["activation"] == base else ("yes" if r["beyond_seed_spread"] else "no")
+        test = "—" if r["p_value"] is None else f"t = {r['paired_t']:+.2f}, p = {r['p_value']:.3f}"
         lines.append(f"| {r['activation']} | {p['mlp_hidden']} | {p['total']:,} | {p['non_embedding']:,} "
-                     f"| {r['mean']:.4f} ± {r['std']:.4f} | {delta} | {beyond} | {len(r['seeds'])} "
+                     f"| {r['mean']:.4f} ± {r['std']:.4f} | {delta} | {test} | {len(r['seeds'])} "
                      f"| {r['tokens_per_s']:,.0f} | {r['steps']:,} | {r['tokens']:,} |")
     return "\n".join(lines) + "\n"
 
@@ -286,6 +299,14 @@ def plot_curves(summary: dict, path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
+def _threshold(summary: dict) -> str:
+    """What |t| it takes for p < 0.05 at this ablation's number of seeds."""
+    from scipy import stats
+
+    n = max(r["pairs"] for r in summary["rows"])
+    return f" (with {n} seeds, p < 0.05 needs |t| > {stats.t.isf(0.025, n - 1):.2f})" if n > 1 else ""
+
+
 def write_report(results: list[dict], out_dir, info: dict | None = None) -> dict:
     """``results.json`` (every raw number), ``results.md`` (the table) and ``val_loss.png`` in ``out_dir``."""
     out_dir = Path(out_dir)
@@ -295,7 +316,8 @@ def write_report(results: list[dict], out_dir, info: dict | None = None) -> dict
     _write_json(out_dir / "results.json", {"info": info, "summary": summary, "runs": results})
     header = "".join(f"- {k}: {v}\n" for k, v in info.items())
     note = (f"\nΔ is the final val loss minus {summary['baseline']}'s for the same seed (same data order "
-            "and init key). \"Beyond seed spread\": the mean ± 1 std bands over seeds do not overlap. "
+            "and init key). Paired t-test: t = mean Δ / (std Δ / √n) over the n seeds, p two-sided from "
+            f"Student's t with n − 1 degrees of freedom{_threshold(summary)}. "
             "std is the sample standard deviation over seeds.\n")
     (out_dir / "results.md").write_text(f"# MLP activation ablation\n\n{header}\n{markdown_table(summary)}{note}")
     plot_curves(summary, out_dir / "val_loss.png", info.get("title", ""))
