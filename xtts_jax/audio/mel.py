@@ -19,6 +19,8 @@ from typing import Iterable
 import jax.numpy as jnp
 import librosa
 import numpy as np
+import scipy.fft
+import scipy.sparse
 from jaxtyping import Array, Float
 
 from xtts_jax.errors import UserError
@@ -156,16 +158,119 @@ def log_mel_jax(
     return mel
 
 
+@functools.lru_cache(maxsize=16)
+def _mel_inverse(cfg: MelConfig) -> tuple[np.ndarray, np.ndarray, scipy.sparse.csr_array, scipy.sparse.csr_array]:
+    """What :func:`mel_to_magnitude` needs, cached per config: the bins some filter covers (the
+    rest stay at the floor), the pseudo-inverse of the filter bank on them, and the bank and its
+    transpose as sparse matrices (each bin lies under at most two filters, so a sparse product is
+    ~50x less work than a dense one, and never waits for BLAS threads on a busy CPU)."""
+    basis = mel_basis(cfg)
+    bins = np.flatnonzero(basis.any(axis=0))
+    covered = basis[:, bins]
+    inverse = np.linalg.pinv(covered.astype(np.float64)).astype(np.float32)
+    return bins, inverse, scipy.sparse.csr_array(covered), scipy.sparse.csr_array(covered.T)
+
+
+def mel_to_magnitude(power_mel: np.ndarray, cfg: MelConfig = MelConfig(), refine_steps: int = 100) -> np.ndarray:
+    """Linear magnitude ``[n_fft // 2 + 1, frames]`` from a power mel ``[n_mels, frames]``.
+
+    The non-negative power spectrum whose mel is ``power_mel``: the filter bank's pseudo-inverse
+    clamped at ``LOG_CLAMP ** 2``, then ``refine_steps`` multiplicative updates for non-negative
+    least squares (Lee and Seung 2001), all frames at once as two sparse products per step.
+    librosa's ``mel_to_stft`` solves the same problem with L-BFGS-B, which took 6 s per minute of
+    audio on our CPU and minutes on long texts; Griffin-Lim from this magnitude is as close or
+    closer to the true one (spectral convergence in ``tests/test_audio_io_mel.py``, figures from
+    ``bench/bench_render.py`` in the README). Fewer steps leave a tone's energy spread over
+    neighbouring bins (at 50 its recovered pitch moved with the seed by up to 6 Hz).
+    """
+    bins, inverse, basis, basis_t = _mel_inverse(cfg)
+    power_mel = np.asarray(power_mel, np.float32)
+    power = np.maximum(inverse @ power_mel, LOG_CLAMP**2)
+    target = basis_t @ power_mel
+    for _ in range(refine_steps):  # each step lowers |basis @ power - power_mel|^2 and keeps power >= 0
+        power *= target / np.maximum(basis_t @ (basis @ power), 1e-30)
+    full = np.full((cfg.n_fft // 2 + 1, power_mel.shape[1]), LOG_CLAMP**2, np.float32)
+    full[bins] = np.maximum(power, LOG_CLAMP**2)
+    return np.sqrt(full)
+
+
+def _overlap_add(frames: np.ndarray, hop: int) -> np.ndarray:
+    """Sum of ``frames`` ``[n, n_fft]``, frame i starting at sample ``i * hop``: ``(n - 1) * hop + n_fft``
+    samples (rounded up to whole hops), as ``ceil(n_fft / hop)`` shifted whole-array additions."""
+    n_frames, n_fft = frames.shape
+    shifts = -(-n_fft // hop)
+    x = np.pad(frames, ((0, 0), (0, shifts * hop - n_fft))).reshape(n_frames, shifts, hop)
+    out = np.zeros((n_frames + shifts - 1) * hop, np.float32)
+    for j in range(shifts):
+        out[j * hop: (j + n_frames) * hop] += x[:, j].reshape(-1)
+    return out
+
+
+def _istft(spec: np.ndarray, window: np.ndarray, hop: int, length: int, inverse_norm: np.ndarray) -> np.ndarray:
+    """Waveform ``[length]`` of a centred STFT ``spec`` ``[frames, bins]`` (librosa's ``istft``), with
+    ``inverse_norm`` from :func:`_inverse_window_norm`."""
+    frames = scipy.fft.irfft(spec, n=len(window), axis=-1)
+    frames *= window
+    wave = _overlap_add(frames, hop)[len(window) // 2: len(window) // 2 + length]
+    return np.pad(wave, (0, length - len(wave))) * inverse_norm
+
+
+def _inverse_window_norm(window: np.ndarray, hop: int, n_frames: int, length: int) -> np.ndarray:
+    """``[length]``: 1 / the summed square of the windows over each sample of a centred signal
+    (1 where they vanish), as librosa's ``istft`` divides by."""
+    n_fft = len(window)
+    norm = _overlap_add(np.broadcast_to(window**2, (n_frames, n_fft)), hop)[n_fft // 2: n_fft // 2 + length]
+    inverse = np.where(norm > 1e-8, 1.0 / np.maximum(norm, 1e-8), 1.0)
+    return np.pad(inverse, (0, length - len(inverse)), constant_values=1.0).astype(np.float32)
+
+
+def _stft(wave: np.ndarray, window: np.ndarray, hop: int, n_frames: int) -> np.ndarray:
+    """Centred, reflect-padded STFT ``[n_frames, bins]`` (as :func:`log_mel` and librosa's ``stft``)."""
+    n_fft = len(window)
+    padded = np.pad(wave, n_fft // 2, mode="reflect") if len(wave) > 1 else np.zeros(len(wave) + n_fft, np.float32)
+    padded = np.pad(padded, (0, max(0, (n_frames - 1) * hop + n_fft - len(padded))))
+    return scipy.fft.rfft(np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames] * window, axis=-1)
+
+
+def griffin_lim_magnitude(
+    magnitude: np.ndarray, cfg: MelConfig = MelConfig(), n_iter: int = 32, length: int | None = None,
+    seed: int | None = 0, momentum: float = 0.99,
+) -> np.ndarray:
+    """Waveform ``[length]`` float32 whose STFT magnitude approaches ``magnitude`` ``[n_fft // 2 + 1, frames]``.
+
+    Fast Griffin-Lim (Perraudin, Balazs and Sondergaard 2013: the phase estimate extrapolated
+    with ``momentum``, as librosa's ``griffinlim``) on whole arrays in float32: every iteration is
+    one FFT over all frames each way and an overlap-add of ``ceil(n_fft / hop)`` shifted copies.
+    ``length`` defaults to ``hop * (frames - 1)`` (librosa's). The initial phase is drawn with
+    ``seed`` (None: unseeded), so the same magnitude gives the same audio.
+    """
+    mag = np.ascontiguousarray(np.asarray(magnitude, np.float32).T)  # [frames, bins]: one FFT per row
+    n_frames, hop = mag.shape[0], cfg.hop_length
+    length = hop * (n_frames - 1) if length is None else length
+    window = _window(cfg)
+    inverse_norm = _inverse_window_norm(window, hop, n_frames, length)
+    phase = np.exp(2j * np.pi * np.random.default_rng(seed).random(mag.shape, np.float32)).astype(np.complex64)
+    spec = mag * phase
+    rebuilt = np.zeros_like(spec)
+    for _ in range(n_iter):
+        previous = rebuilt
+        rebuilt = _stft(_istft(spec, window, hop, length, inverse_norm), window, hop, n_frames)
+        previous *= -momentum / (1 + momentum)  # the new estimate extrapolated away from the last one
+        previous += rebuilt
+        spec = previous * (mag / (np.abs(previous) + 1e-16))
+    return _istft(spec, window, hop, length, inverse_norm)
+
+
 def griffin_lim(
     log_mel_spec: np.ndarray, cfg: MelConfig = MelConfig(), n_iter: int = 32,
     stats: MelStats | None = None, length: int | None = None, seed: int | None = 0,
 ) -> np.ndarray:
-    """Waveform ``[samples]`` float32 from a log-mel ``[n_mels, frames]`` with Griffin-Lim (librosa).
+    """Waveform ``[samples]`` float32 from a log-mel ``[n_mels, frames]`` with Griffin-Lim.
 
     The vocoder-free way to hear any mel, original or DVAE-reconstructed: the mel is undone with
-    a non-negative least-squares fit of the filter bank, then phase is estimated iteratively from
-    an initial phase drawn with ``seed`` (None: librosa's unseeded draw), so the same mel gives the
-    same audio.
+    a non-negative least-squares fit of the filter bank (:func:`mel_to_magnitude`), then phase is estimated
+    iteratively (:func:`griffin_lim_magnitude`) from an initial phase drawn with ``seed`` (None:
+    unseeded), so the same mel gives the same audio.
     """
     m = np.asarray(log_mel_spec, np.float32)
     if m.ndim != 2 or m.shape[0] != cfg.n_mels:
@@ -173,15 +278,7 @@ def griffin_lim(
     if stats is not None:
         mean, std = stats.arrays()
         m = m * std + mean
-    if length is not None:  # librosa needs exactly the frames a centred STFT of `length` has
+    if length is not None:  # exactly the frames a centred STFT of `length` has
         want = cfg.n_frames(length)
         m = np.pad(m[:, :want], ((0, 0), (0, max(want - m.shape[1], 0))), constant_values=np.log(LOG_CLAMP))
-    stft = librosa.feature.inverse.mel_to_stft(
-        np.exp(m), sr=cfg.sample_rate, n_fft=cfg.n_fft, power=2.0, fmin=cfg.fmin, fmax=cfg.fmax,
-        htk=cfg.htk, norm=cfg.norm,
-    )
-    wave = librosa.griffinlim(
-        stft, n_iter=n_iter, hop_length=cfg.hop_length, win_length=cfg.win_length, n_fft=cfg.n_fft,
-        window="hann", center=True, pad_mode="reflect", length=length, random_state=seed,
-    )
-    return wave.astype(np.float32)
+    return griffin_lim_magnitude(mel_to_magnitude(np.exp(m), cfg), cfg, n_iter, length, seed)
