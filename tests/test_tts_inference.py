@@ -186,3 +186,72 @@ def test_latent_vocoder_reads_the_model_latents(synth, conds):
     assert wave.shape == (4 * 4 * 4 * 4,) and np.all(np.isfinite(wave))
     # other conditioning, other latents, other audio
     assert not np.allclose(wave, latent_synth.render([3, 4, 5], conds[0] * 0, row))
+
+
+class _Scripted:
+    """A mel decoder that hands the real one's audio through ``effects`` in turn (a factor, or an
+    exception to raise), so tests can make a sentence loud, silent or fail."""
+
+    def __init__(self, real: Vocoder, *effects):
+        self.real, self.effects = real, list(effects)
+        self.features, self.backend, self.sample_rate, self.speaker_dim = "mel", "scripted", real.sample_rate, 0
+
+    def decode(self, features, speaker=None):
+        effect = self.effects.pop(0) if len(self.effects) > 1 else self.effects[0]
+        if isinstance(effect, Exception):
+            raise effect
+        return effect * self.real.decode(features, speaker)
+
+
+def test_long_text_reports_progress_while_rendering(synth, conds, monkeypatch):
+    """Rendering is reported as it goes (every batch_size sentences), not only sampling: a long
+    text is never minutes of silence after the last 'sampled' line."""
+    events = []
+    real = synth.render
+    monkeypatch.setattr(synth, "render", lambda *a: events.append("render") or real(*a))
+    text = " ".join(["The cat sat.", "It was warm."] * 10)
+    synth.synthesize([text], conds[:1], jax.random.key(0), GREEDY, batch_size=8, progress=events.append)
+    renders = [n for n, e in enumerate(events) if e == "render"]
+    assert len(renders) == 20
+    during = [e for e in events[renders[0]:renders[-1]] if e != "render"]
+    assert [e.split(",")[0] for e in during] == ["rendered 8/20 sentences", "rendered 16/20 sentences"], events
+    assert events[-1].startswith("rendered 20/20 sentences, ") and events[-1].endswith(" s of audio")
+
+
+def test_a_loud_decoder_is_scaled_below_full_scale_not_clipped(synth, conds):
+    """A decoder that overshoots (10x a Griffin-Lim render) gives the same waveform scaled to a
+    peak of 0.99 (``audio.io.PEAK``), batch and streamed: nothing reaches full scale, where
+    clipping cut it before."""
+    key = jax.random.key(0)
+    quiet = synth.synthesize(["The cat sat."], conds[:1], key, GREEDY)[0]
+    loud_synth = dataclasses.replace(synth, vocoder=_Scripted(synth.vocoder, 10.0))
+    loud = loud_synth.synthesize(["The cat sat."], conds[:1], key, GREEDY)[0]
+    assert 10 * np.abs(quiet).max() > 1.5  # it would have been clipped
+    assert loud.shape == quiet.shape
+    np.testing.assert_allclose(np.abs(loud).max(), 0.99, rtol=1e-6)
+    assert np.corrcoef(loud, quiet)[0, 1] > 0.9999
+    pieces = list(loud_synth.stream("The cat sat.", conds[0], key, GREEDY, chunk_tokens=4))
+    assert max(np.abs(p).max() for p in pieces) <= 0.99 + 1e-6
+    assert sum(map(len, pieces)) == len(loud)
+
+
+def test_silent_and_failed_sentences_are_reported_not_dropped(synth, conds, monkeypatch):
+    """A sentence with no audio tokens, one that renders as silence and one the decoder fails on
+    are each named in a warning; the others still render."""
+    from xtts_jax.errors import UserError as DecodeError
+
+    scripted = dataclasses.replace(synth, vocoder=_Scripted(synth.vocoder, 0.0, DecodeError("bad frames"), 1.0))
+    monkeypatch.setattr(scripted, "codes", lambda rows, *a: [[], [1, 2, 3], [4, 5, 6], [7, 8, 9]][:len(rows)])
+    text = "One. Two is quiet. Three fails. Four works."
+    messages = []
+    (wave,) = scripted.synthesize([text], conds[:1], jax.random.key(0), GREEDY, progress=messages.append)
+    warned = [m for m in messages if m.startswith("warning:")]
+    assert len(warned) == 3, messages
+    assert "sentence 1/4 ('One.') got no audio tokens" in warned[0]
+    assert "sentence 2/4 ('Two is quiet.') rendered as silence" in warned[1]
+    assert "sentence 3/4 ('Three fails.') failed to render and is left out: bad frames" in warned[2]
+    gap = int(synth.gap_seconds * synth.sample_rate)
+    assert len(wave) == 3 * gap + 2 * (3 * 4 - 1) * 256  # sentences 2 and 4: 3 tokens, 12 frames, 11 hops each
+    with pytest.warns(UserWarning, match="sentence 3/4"):
+        scripted.vocoder.effects = [0.0, DecodeError("bad frames"), 1.0]
+        scripted.synthesize([text], conds[:1], jax.random.key(0), GREEDY)

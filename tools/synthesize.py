@@ -125,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     sampling = sampling_from_flags(args, args.checkpoint, args.max_new_tokens or 1)
 
     import jax
-    import numpy as np
 
     from xtts_jax.audio.io import save_audio
     from xtts_jax.inference import tts as pipeline
@@ -167,7 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     (wave,) = synth.synthesize([text], [cond], jax.random.key(args.seed), sampling, args.batch_size,
                                speaker=decoder_emb, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     elapsed = time.perf_counter() - t0
-    wave = np.clip(wave, -1.0, 1.0)
     out = save_audio(args.output, wave, synth.sample_rate)
     seconds = len(wave) / synth.sample_rate
     rtf = elapsed / seconds if seconds else float("inf")

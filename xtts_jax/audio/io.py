@@ -56,6 +56,17 @@ def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return librosa.resample(wave, orig_sr=orig_sr, target_sr=target_sr).astype(np.float32)
 
 
+PEAK = 0.99  # the highest sample magnitude synthesis hands out: below full scale, never clipped
+
+
+def limit_peak(wave: np.ndarray, peak: float = PEAK) -> np.ndarray:
+    """``wave`` scaled down as a whole when its largest magnitude exceeds ``peak``, else unchanged:
+    the waveform keeps its shape (only its level changes), so nothing is clipped on writing."""
+    wave = np.asarray(wave, np.float32)
+    top = float(np.abs(wave).max()) if wave.size else 0.0
+    return wave * np.float32(peak / top) if top > peak else wave
+
+
 def save_audio(path: str | Path, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     """Write float mono ``[samples]`` to ``path``; the format follows the suffix (.wav is 16-bit PCM).
 

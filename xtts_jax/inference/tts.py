@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xtts_jax.audio.io import PEAK, limit_peak
 from xtts_jax.errors import UserError
 from xtts_jax.inference.sampling import SamplingConfig, generate, sample_token
 from xtts_jax.inference.vocoder import Vocoder
@@ -29,6 +31,7 @@ from xtts_jax.text import tokenizer
 from xtts_jax.text.vocab import VocabMap
 
 # XTTS-v2's inference defaults (repetition penalty over the generated audio tokens only)
+SILENT = 1e-4  # a rendered sentence whose peak stays below this (-80 dBFS) is reported as silence
 XTTS_SAMPLING = dict(temperature=0.75, top_k=50, top_p=0.85, repetition_penalty=10.0, penalize_prompt=False)
 
 
@@ -284,19 +287,32 @@ class Synthesizer:
         return [[t for t in row if t < cfg.num_audio_codes] for row in out]
 
     def render(self, codes: list[int], cond: np.ndarray, text: list[int], speaker: np.ndarray | None = None) -> np.ndarray:
-        """Waveform of one sentence's audio codes."""
+        """Waveform of one sentence's audio codes, scaled down as a whole if it would exceed
+        ``PEAK`` (a per-sentence peak limit: never clipped, and a loud sentence does not make the
+        others quieter)."""
+        return limit_peak(self._decode(codes, cond, text, speaker))
+
+    def _decode(self, codes: list[int], cond: np.ndarray, text: list[int], speaker: np.ndarray | None) -> np.ndarray:
         if not codes:
             return np.zeros(0, np.float32)
         if self.vocoder.features == "gpt_latents":
             audio = jnp.asarray([self.model.config.audio_start_token, *codes], jnp.int32)
             lat = np.asarray(_latents(self.model, jnp.asarray(cond), jnp.asarray(text, jnp.int32), audio))
-            return self.vocoder.decode(stretch(lat.T, self.speed).T, speaker)
-        return render_dvae_codes(self.dvae, self.vocoder, codes, speaker, self.speed)
+            wave = self.vocoder.decode(stretch(lat.T, self.speed).T, speaker)
+        else:
+            wave = render_dvae_codes(self.dvae, self.vocoder, codes, speaker, self.speed)
+        if not np.all(np.isfinite(wave)):
+            raise UserError(f"the {self.vocoder.backend} decoder returned {int(np.sum(~np.isfinite(wave)))} "
+                            "NaN or infinite samples")
+        return wave
 
     def synthesize(self, texts: Sequence[str], conds: Sequence[np.ndarray], key, sampling: SamplingConfig,
                    batch_size: int = 8, speaker: np.ndarray | None = None, progress=None) -> list[np.ndarray]:
-        """One waveform per text: its sentences sampled in batches of ``batch_size`` rows, joined.
-        ``progress(message)`` is called after each batch."""
+        """One waveform per text: its sentences sampled in batches of ``batch_size`` rows, rendered,
+        joined. ``progress(message)`` is called after each batch is sampled and after every
+        ``batch_size`` sentences rendered; warnings (a sentence cut at the token limit, one with no
+        audio, a silent one, one the decoder failed on and left out) go to it too, or to
+        :func:`warnings.warn` without it, so no sentence is lost unsaid."""
         sentences = [(i, s) for i, t in enumerate(texts) for s in self.sentences(t)]
         empty = [i for i, t in enumerate(texts) if not split_sentences(t)]
         if empty:
@@ -311,15 +327,37 @@ class Synthesizer:
                 progress(f"sampled {len(codes)}/{len(rows)} sentences, {sum(map(len, codes))} audio tokens")
         limit = self.max_new_tokens(sampling.max_new_tokens)
         cut = [n + 1 for n, c in enumerate(codes) if len(c) >= limit]
-        if cut and progress:
-            progress(f"warning: sentence(s) {', '.join(map(str, cut))} reached {limit} audio tokens without a stop "
-                     "token and may be cut off")
+        if cut:
+            _warn(progress, f"sentence(s) {', '.join(map(str, cut))} reached {limit} audio tokens without a stop "
+                  "token and may be cut off")
         gap = np.zeros(int(self.gap_seconds * self.sample_rate), np.float32)
         waves: list[list[np.ndarray]] = [[] for _ in texts]
-        for (i, _), c, r, cond in zip(sentences, codes, rows, row_conds):
-            waves[i] += [gap] if waves[i] else []
-            waves[i].append(self.render(c, cond, r, speaker))
+        rendered = 0
+        for n, ((i, sentence), c, r, cond) in enumerate(zip(sentences, codes, rows, row_conds), 1):
+            wave = self._render_or_warn(n, len(sentences), sentence, c, cond, r, speaker, progress)
+            waves[i] += [gap, wave] if waves[i] else [wave]
+            rendered += len(wave)
+            if progress and (n % batch_size == 0 or n == len(sentences)):
+                progress(f"rendered {n}/{len(sentences)} sentences, {rendered / self.sample_rate:.1f} s of audio")
         return [np.concatenate(w) for w in waves]
+
+    def _render_or_warn(self, n: int, total: int, sentence: str, codes: list[int], cond, row, speaker,
+                        progress) -> np.ndarray:
+        """Sentence ``n``'s waveform; empty (with a warning naming it) when it has no audio tokens or
+        the decoder fails on it, so one bad sentence neither stops a long text nor vanishes unsaid."""
+        what = f"sentence {n}/{total} ({sentence[:40]!r})"
+        if not codes:
+            _warn(progress, f"{what} got no audio tokens (the model stopped at once) and is left out")
+            return np.zeros(0, np.float32)
+        try:
+            wave = self.render(codes, cond, row, speaker)
+        except UserError as e:
+            _warn(progress, f"{what} failed to render and is left out: {e}")
+            return np.zeros(0, np.float32)
+        peak = float(np.abs(wave).max()) if wave.size else 0.0
+        if peak < SILENT:
+            _warn(progress, f"{what} rendered as silence (peak {peak:.1e})")
+        return wave
 
     def stream(self, text: str, cond: np.ndarray, key, sampling: SamplingConfig, chunk_tokens: int = 16,
                speaker: np.ndarray | None = None, context_tokens: int = 8) -> Iterator[np.ndarray]:
@@ -348,18 +386,30 @@ class Synthesizer:
             key, sub = jax.random.split(key)
             if n:
                 yield np.zeros(int(self.gap_seconds * self.sample_rate), np.float32)
-            emitted, codes = 0, []
+            emitted, codes, gain = 0, [], 1.0
             for piece, done in stream_codes(self.model, cond, row, sub, sampling, chunk_tokens):
                 codes += piece
                 first = max(0, emitted // spt - context_tokens) if windowed else 0
                 wave = (render_dvae_codes(self.dvae, self.vocoder, codes[first:], speaker) if windowed
-                        else self.render(codes, cond, row, speaker))
+                        else self._decode(codes, cond, row, speaker))
                 offset = first * (spt or 0)  # where the window starts in the sentence's samples
                 total = offset + len(wave)
                 end = total if done else min(total, max(0, (len(codes) - 1) * hop))
                 if end > emitted:
-                    yield wave[emitted - offset:end - offset]
+                    new = wave[emitted - offset:end - offset]
+                    # the sentence's peak is not known yet: a gain that only ever falls keeps every
+                    # piece under PEAK (the one-shot render scales the whole sentence once)
+                    gain = min(gain, PEAK / max(float(np.abs(new).max()), PEAK))
+                    yield new * np.float32(gain)
                     emitted = end
+
+
+def _warn(progress, message: str) -> None:
+    """A warning through the progress callback, or Python's warnings without one."""
+    if progress:
+        progress(f"warning: {message}")
+    else:
+        warnings.warn(message, stacklevel=3)
 
 
 @eqx.filter_jit
