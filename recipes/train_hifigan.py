@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     result = trainer.fit(resume=args.resume)
     model = trainer.model(result["state"]["params"])
     generator = fold_weight_norm(model.generator)
-    from xtts_jax.train.checkpoint import export_safetensors
+    from xtts_jax.weights import export_safetensors
     export_safetensors(generator, os.path.join(args.out, "generator.safetensors"),
                        {"hifigan": task.to_dict()["generator"], "mel": task.to_dict()["mel"]})
     scores = heldout_mel_l1(task, generator, held)

@@ -146,29 +146,18 @@ def load_gpt(path: str):
 
     if Path(path).is_dir():
         return load_hf_gpt2(path), None
-    import equinox as eqx
+    from xtts_jax.train.lm import load_lm
 
-    from xtts_jax.models.gpt import GPT
-    from xtts_jax.train.checkpoint import load_safetensors, read_safetensors_metadata
-    from xtts_jax.train.lm import LMTask
-
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise UserError(f"--init-gpt {path} is neither a Hugging Face folder nor a file")
-    task = json.loads(read_safetensors_metadata(path).get("config", "{}")).get("task")
-    if not isinstance(task, dict) or "gpt" not in task:
-        raise UserError(f"{path} carries no GPT config in its metadata (config.task.gpt)")
-    lm = LMTask.from_dict(task)
-    shapes = eqx.filter_eval_shape(lambda: GPT(lm.config, key=jax.random.key(0)))
-    skeleton = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype) if isinstance(s, jax.ShapeDtypeStruct) else s, shapes)
-    return load_safetensors(skeleton, path), (None if lm.vocab is None else list(lm.vocab.ids))
+    gpt, lm = load_lm(path)
+    return gpt, (None if lm.vocab is None else list(lm.vocab.ids))
 
 
 @functools.lru_cache(maxsize=1)
 def load_init(path: str) -> tts_lib.TTS:
     """A whole TTS checkpoint (``tts.safetensors`` of this recipe or tools/convert_xtts.py)."""
-    if not Path(path).is_file():
-        raise UserError(f"--init {path} does not exist")
-    return pipeline.load_tts(path)
+    return pipeline.load_tts(path)  # a missing, folder or broken file is one sentence naming it
 
 
 @dataclasses.dataclass
@@ -329,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {"val_loss": result.get("val_loss"), "steps": args.steps}
     if args.init:  # keep what the checkpoint carries (tokenizer, sampling, cloning settings); count all steps
-        from xtts_jax.train.checkpoint import read_safetensors_metadata
+        from xtts_jax.weights import read_safetensors_metadata
 
         kept = {k: v for k, v in read_safetensors_metadata(args.init).items() if k not in ("tts", "val_loss")}
         meta = {**kept, "val_loss": result.get("val_loss"), "fine_tuned_from": args.init,

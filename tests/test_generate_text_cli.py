@@ -40,3 +40,14 @@ def test_bad_checkpoint_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "hf").mkdir()
     out = run("--hf", str(tmp_path / "hf"))
     assert out.returncode == 2 and "no config.json" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_broken_checkpoint_files_are_one_line_and_exit_2(tmp_path):
+    (tmp_path / "random.safetensors").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    (tmp_path / "folder.safetensors").mkdir()
+    for name, want in (("random", "is not a safetensors file"), ("empty", "is not a safetensors file (it is empty)"),
+                       ("folder", "folder.safetensors/model.safetensors does not exist")):
+        out = run("--checkpoint", str(tmp_path / f"{name}.safetensors"))
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and want in lines[0], out.stderr

@@ -119,3 +119,41 @@ def test_checkpoint_sampling_defaults_and_flags(ckpt, tmp_path):
     r = run("synthesize.py", "--checkpoint", tuned, "--speaker", ckpt / "emb_missing.npy", "--top-p", "0",
             "-o", tmp_path / "x.wav", "--text", "Hi.")
     assert r.returncode == 2 and "top_p" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("case", ["random bytes", "empty", "folder", "truncated"])
+def test_broken_weights_files_are_one_line_exit_2(ckpt, tmp_path, case):
+    """Every weights flag of synthesize.py (and speaker_embedding.py's checkpoint) names the bad file
+    in one line, exit 2: never the safetensors reader's traceback, never "does not exist" for a folder."""
+    bad = tmp_path / "bad.safetensors"
+    if case == "random bytes":
+        bad.write_bytes(np.random.default_rng(0).bytes(2000))
+    elif case == "empty":
+        bad.write_bytes(b"")
+    elif case == "folder":
+        bad.mkdir()
+    else:
+        data = (ckpt / "tts.safetensors").read_bytes()
+        bad.write_bytes(data[: len(data) // 3])
+    want = "is a directory, not a file" if case == "folder" else "is not a safetensors file"
+    text = ["--text", "It was a sunny day.", "--speaker", ckpt / "emb_missing.npy", "-o", tmp_path / "x.wav"]
+    for tool, args, what in (
+            ("synthesize.py", ["--checkpoint", bad, *text], "TTS checkpoint"),
+            ("synthesize.py", ["--checkpoint", ckpt / "tts.safetensors", "--dvae", bad, *text[:2],
+                               "--speaker-wav", ckpt / "ref.wav", *text[4:]], "DVAE checkpoint"),
+            ("speaker_embedding.py", [ckpt / "ref.wav", "--checkpoint", bad, "-o", tmp_path / "e.npy"], "TTS checkpoint")):
+        r = run(tool, *args)
+        assert r.returncode == 2, (tool, what, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {what} {bad} {want}"), (tool, r.stderr)
+
+
+def test_speaker_embedding_defaults_to_the_shipped_demo(tmp_path):
+    """README's command, with no --checkpoint: the demo's (num_latents, n_embd) = (16, 192) latents."""
+    rng = np.random.default_rng(1)
+    for name in ("ref.wav", "more.wav"):
+        sf.write(tmp_path / name, 0.1 * rng.standard_normal(22050).astype(np.float32), 22050)
+    r = run("speaker_embedding.py", tmp_path / "ref.wav", tmp_path / "more.wav", "-o", tmp_path / "emb.npy")
+    assert r.returncode == 0, r.stderr
+    emb = np.load(tmp_path / "emb.npy")
+    assert emb.shape == (16, 192) and emb.dtype == np.float32

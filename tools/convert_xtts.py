@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{args.checkpoint} holds no model.pth")
 
     from xtts_jax.convert.xtts import describe, load_xtts_gpt
-    from xtts_jax.inference.tts import save_tts
+    from xtts_jax.models.tts import save_tts
 
     model = load_xtts_gpt(source)
     print(describe(model.config))

@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=20.0)
     args = ap.parse_args(argv)
 
-    if not Path(args.dvae).is_file():
+    if not Path(args.dvae).exists():
         raise UserError(f"DVAE weights {args.dvae} do not exist; train them with recipes/train_dvae.py.")
-    model = load_dvae(args.dvae)
+    model = load_dvae(args.dvae)  # a folder or a broken file is one sentence naming it
     cfg = model.cfg
     if cfg.num_tokens > np.iinfo(np.uint16).max + 1:
         raise UserError(f"DVAE has {cfg.num_tokens} codes, more than a uint16 token file can hold.")

@@ -16,30 +16,19 @@ from pathlib import Path
 import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from xtts_jax.errors import UserError, run_cli  # noqa: E402
+from xtts_jax.errors import run_cli  # noqa: E402
 
 
 def load_lm(args):
     """(model, task) from ``--checkpoint`` (trainer export, config in its metadata) or ``--hf``."""
-    from xtts_jax.train.lm import LMTask
+    from xtts_jax.train.lm import LMTask, load_lm
 
     if args.hf:
         from xtts_jax.convert.hf_gpt2 import load_hf_gpt2
 
         model = load_hf_gpt2(args.hf)
         return model, LMTask(model.config)
-    import equinox as eqx
-
-    from xtts_jax.train.checkpoint import load_safetensors, read_model_config
-
-    path = Path(args.checkpoint)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    config = read_model_config(str(path), "config", "language-model")
-    if not isinstance(config.get("task"), dict) or "gpt" not in config["task"]:
-        raise UserError(f"{path} is not a language-model export (recipes/tinystories_pretrain.py writes one)")
-    task = LMTask.from_dict(config["task"])
-    return load_safetensors(eqx.filter_eval_shape(task.init_model, jax.random.key(0)), str(path)), task
+    return load_lm(args.checkpoint)
 
 
 @run_cli

@@ -1,9 +1,11 @@
 """Compute a speaker's conditioning latents from reference recordings.
 
-    python tools/speaker_embedding.py ref.wav [more.wav ...] --checkpoint runs/tts/tts.safetensors -o emb.npy
+    python tools/speaker_embedding.py ref.wav [more.wav ...] -o emb.npy     # the shipped CPU demo model
+    python tools/speaker_embedding.py ref.wav --checkpoint runs/tts/tts.safetensors -o emb.npy
 
-writes float32 ``(num_latents, n_embd)`` -- (32, 1024) for XTTS-v2's size: the perceiver latents
-of the model's conditioning encoder, averaged over 4-second chunks of all references. Pass the
+writes float32 ``(num_latents, n_embd)`` -- (16, 192) for the demo, (32, 1024) for XTTS-v2: the
+perceiver latents of the model's conditioning encoder, averaged over chunks of all references
+(4 s each unless the checkpoint's conditioning settings say otherwise). Pass the
 file to tools/synthesize.py --speaker. When a speaker encoder lies beside the checkpoint (a
 converted XTTS-v2 folder), the decoder's speaker embedding is written too, as ``emb.decoder.npy``,
 where synthesize.py looks for it.
@@ -19,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
+from xtts_jax.assets import TTS_DEMO  # noqa: E402
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
 
 
@@ -26,11 +29,10 @@ from xtts_jax.errors import UserError, run_cli  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("wavs", nargs="+", help="reference recordings of one speaker")
-    ap.add_argument("--checkpoint", required=True, help="tts.safetensors with a conditioning encoder")
+    ap.add_argument("--checkpoint", default=str(TTS_DEMO),
+                    help="tts.safetensors with a conditioning encoder; default: the shipped CPU demo model")
     ap.add_argument("-o", "--output", required=True, help="the .npy to write")
     args = ap.parse_args(argv)
-    if not Path(args.checkpoint).is_file():
-        raise UserError(f"TTS checkpoint {args.checkpoint} does not exist")
     if not args.output.endswith(".npy"):
         raise UserError(f"output {args.output} must end in .npy")
 

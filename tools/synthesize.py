@@ -30,10 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
+from xtts_jax.assets import TTS_DEMO  # noqa: E402
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
 from xtts_jax.inference.flags import add_sampling_flags, sampling_from_flags  # noqa: E402
-
-DEMO = ROOT / "xtts_jax" / "assets" / "tts_demo" / "tts.safetensors"
 
 
 def speaker_path(arg: str, checkpoint: str) -> str:
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--text", help="the text to speak (else --text-file, else standard input)")
     ap.add_argument("--text-file", help="a UTF-8 text file to speak")
-    ap.add_argument("--checkpoint", default=str(DEMO),
+    ap.add_argument("--checkpoint", default=str(TTS_DEMO),
                     help="tts.safetensors (weights + config); default: the shipped CPU demo model")
     who = ap.add_mutually_exclusive_group(required=True)
     who.add_argument("--speaker", help="speaker embedding .npy: float32 (d,) or (K, d); or the name of a "
@@ -120,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     text = read_text(args)
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} must be >= 1")
-    if not Path(args.checkpoint).is_file():
-        raise UserError(f"TTS checkpoint {args.checkpoint} does not exist")
+    # the checkpoint's first reader: a missing, folder or broken file is one line here
     sampling = sampling_from_flags(args, args.checkpoint, args.max_new_tokens or 1)
 
     import jax
@@ -142,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cond = pipeline.speaker_from_wavs(model, args.speaker_wav)
     dvae_path = args.dvae or str(Path(args.checkpoint).with_name("dvae.safetensors"))
-    dvae = load_dvae(dvae_path) if Path(dvae_path).is_file() else None
-    if args.dvae and dvae is None:
-        raise UserError(f"DVAE weights {args.dvae} do not exist")
+    dvae = load_dvae(dvae_path) if args.dvae or Path(dvae_path).is_file() else None
     source = args.vocoder
     if source.lower() == "auto":
         beside = Path(args.checkpoint).with_name("vocoder.safetensors")

@@ -66,9 +66,9 @@ def config_to_hf(cfg: GPTConfig) -> dict:
 def read_state_dict(folder: Path) -> dict[str, np.ndarray]:
     """The tensors of a checkpoint folder as float32 numpy arrays."""
     if (path := folder / "model.safetensors").is_file():
-        from safetensors.numpy import load_file
+        from xtts_jax.weights import read_safetensors
 
-        return {k: np.asarray(v, np.float32) for k, v in load_file(path).items()}
+        return {k: np.asarray(v, np.float32) for k, v in read_safetensors(path, "GPT-2 weights").items()}
     if (path := folder / "pytorch_model.bin").is_file():
         from xtts_jax.convert.torch_io import torch_load  # one reader for PyTorch files, with its errors
 

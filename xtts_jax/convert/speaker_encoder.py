@@ -31,8 +31,7 @@ from xtts_jax.convert.torch_io import float32, xtts_state_dict
 from xtts_jax.errors import UserError
 from xtts_jax.models.speaker_encoder import (SpeakerEncoder, SpeakerEncoderConfig, hamming_window,
                                              mel_filter_bank)
-from xtts_jax.train.checkpoint import (export_safetensors, load_safetensors, path_name,
-                                       read_model_config)
+from xtts_jax.weights import export_safetensors, load_safetensors, path_name, read_model_config
 
 PREFIX = "hifigan_decoder.speaker_encoder."
 METADATA_KEY = "speaker_encoder"
@@ -139,4 +138,4 @@ def load_speaker_encoder(path: str | Path) -> SpeakerEncoder:
     """A speaker encoder written by :func:`save_speaker_encoder`."""
     cfg = SpeakerEncoderConfig.from_dict(read_model_config(str(path), METADATA_KEY, "speaker encoder"))
     skeleton = eqx.filter_eval_shape(SpeakerEncoder, cfg, key=jax.random.key(0))
-    return load_safetensors(skeleton, str(path))
+    return load_safetensors(skeleton, str(path), "speaker encoder checkpoint")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from xtts_jax.errors import UserError
+from xtts_jax.weights import check_file
 
 STAND_IN_PACKAGES = ("TTS.", "coqpit.", "trainer.")
 # What XTTS-v2 checkpoints are known to pickle besides tensors (coqui-tts registers the same
@@ -58,9 +59,7 @@ def torch_load(path: str | Path, tensor_ok: bool = False) -> dict:
         import torch
     except ImportError:
         raise UserError("reading PyTorch checkpoints needs torch: pip install torch==2.13.0") from None
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {str(path)!r} does not exist.")
+    path = check_file(path, "PyTorch checkpoint")
     allowed = {name: stand_in(name) for name in KNOWN_COQUI_CLASSES}
     while True:
         try:

@@ -96,10 +96,10 @@ def convert_xtts_folder(source: str | Path, out: str | Path, decoder_config=None
     from xtts_jax.convert.torch_io import torch_load
     from xtts_jax.convert.speaker_encoder import load_xtts_speaker_encoder, save_speaker_encoder
     from xtts_jax.convert.xtts import MEL_STATS, describe, infer_config, load_xtts_gpt, read_xtts_state
-    from xtts_jax.inference.tts import save_tts
     from xtts_jax.models.hifigan import fold_weight_norm
+    from xtts_jax.models.tts import save_tts
     from xtts_jax.text.xtts_tokenizer import XttsTokenizer
-    from xtts_jax.train.checkpoint import export_safetensors
+    from xtts_jax.weights import export_safetensors
 
     source = Path(source)
     folder = source if source.is_dir() else source.parent

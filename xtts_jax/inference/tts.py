@@ -26,7 +26,7 @@ from xtts_jax.inference.sampling import SamplingConfig, generate, sample_token
 from xtts_jax.inference.vocoder import Vocoder
 from xtts_jax.models.conditioning import condition_from_mels, reference_mels
 from xtts_jax.models.dvae import DVAE
-from xtts_jax.models.tts import TTS, TTSConfig, TTSDecoder
+from xtts_jax.models.tts import TTS, TTSConfig, TTSDecoder, load_tts, save_tts  # noqa: F401 (the pipeline's loaders)
 from xtts_jax.text import tokenizer
 from xtts_jax.text.vocab import VocabMap
 
@@ -35,39 +35,31 @@ SILENT = 1e-4  # a rendered sentence whose peak stays below this (-80 dBFS) is r
 XTTS_SAMPLING = dict(temperature=0.75, top_k=50, top_p=0.85, repetition_penalty=10.0, penalize_prompt=False)
 
 
-def save_tts(model: TTS, path: str, metadata: dict | None = None) -> None:
-    """Weights as safetensors, the TTS config as JSON metadata under ``tts``."""
-    from xtts_jax.train.checkpoint import export_safetensors
-
-    export_safetensors(model, path, {"tts": model.config.to_dict(), **(metadata or {})})
-
-
 def sampling_defaults(path: str | Path) -> dict:
     """The sampling settings a checkpoint recommends (metadata key ``sampling``, written by whoever
     tuned them on held-out intelligibility), else XTTS-v2's."""
     import json
 
-    from xtts_jax.train.checkpoint import read_safetensors_metadata
+    from xtts_jax.weights import read_safetensors_metadata
 
-    saved = read_safetensors_metadata(str(path)).get("sampling")
+    saved = read_safetensors_metadata(path, "TTS checkpoint").get("sampling")
+    try:
+        saved = json.loads(saved) if saved else {}
+    except json.JSONDecodeError:
+        saved = None
+    if not isinstance(saved, dict):
+        raise UserError(f"{path} has unreadable sampling settings in its metadata (key 'sampling')")
     allowed = {"temperature", "top_k", "top_p", "repetition_penalty", "seen_tokens"}
-    chosen = {k: v for k, v in json.loads(saved).items() if k in allowed} if saved else {}
+    chosen = {k: v for k, v in saved.items() if k in allowed}
     if "seen_tokens" in chosen:
         chosen["seen_tokens"] = tuple(int(t) for t in chosen["seen_tokens"])
     return {**XTTS_SAMPLING, **chosen}
 
 
-def load_tts(path: str | Path) -> TTS:
-    from xtts_jax.train.checkpoint import load_safetensors, read_model_config
-
-    cfg = TTSConfig.from_dict(read_model_config(str(path), "tts", "TTS"))
-    return load_safetensors(eqx.filter_eval_shape(lambda: TTS(cfg, key=jax.random.key(0))), str(path))
-
-
 def random_tts(cfg: TTSConfig, seed: int = 0, std: float = 0.02) -> TTS:
     """A TTS model with random weights drawn by numpy (norm gains 1, biases 0): for tests and
     benchmarks on CPU, where JAX's op-by-op random init of every parameter compiles for seconds."""
-    from xtts_jax.train.checkpoint import path_name
+    from xtts_jax.weights import path_name
 
     rng = np.random.default_rng(seed)
     shapes = eqx.filter_eval_shape(lambda: TTS(cfg, key=jax.random.key(0)))
@@ -162,9 +154,9 @@ def load_text_tokenizer(path: str | Path, cfg: TTSConfig):
     if cfg.tokenizer != "xtts":
         return None
     from xtts_jax.text.xtts_tokenizer import XttsTokenizer
-    from xtts_jax.train.checkpoint import read_safetensors_metadata
+    from xtts_jax.weights import read_safetensors_metadata
 
-    vocab = read_safetensors_metadata(str(path)).get("xtts_tokenizer")
+    vocab = read_safetensors_metadata(path, "TTS checkpoint").get("xtts_tokenizer")
     if vocab is None:
         raise UserError(f"{path} reads XTTS-v2 text tokens but carries no tokenizer; convert the whole XTTS-v2 "
                         "folder (model.pth with vocab.json beside it) with tools/convert_xtts.py")

@@ -285,17 +285,17 @@ def dvae_mel(wave: np.ndarray, cfg: DVAEConfig, bucket_tokens: int = 1) -> np.nd
 
 def save_dvae(model: DVAE, path: str) -> None:
     """Weights as safetensors with the config (mel settings and statistics included) as metadata."""
-    from xtts_jax.train.checkpoint import export_safetensors  # the project's one weights format
+    from xtts_jax.weights import export_safetensors
 
     export_safetensors(model, path, {"dvae": model.cfg.to_dict()})
 
 
 def load_dvae(path: str) -> DVAE:
     """A DVAE saved by :func:`save_dvae` or exported by ``recipes/train_dvae.py``."""
-    from xtts_jax.train.checkpoint import load_safetensors, read_model_config
+    from xtts_jax.weights import load_safetensors, read_model_config
 
     cfg = DVAEConfig.from_dict(read_model_config(path, "dvae", "DVAE"))
-    return load_safetensors(eqx.filter_eval_shape(lambda: DVAE(cfg, jax.random.key(0))), path)
+    return load_safetensors(eqx.filter_eval_shape(lambda: DVAE(cfg, jax.random.key(0))), path, "DVAE checkpoint")
 
 
 def pad_frames(mel: Float[Array, "n_mels frames"], multiple: int, value: float) -> Float[Array, "n_mels padded"]:

@@ -315,3 +315,18 @@ def logical_axes(model: TTS):
 
     specs = jax.tree_util.tree_map_with_path(spec, model)
     return eqx.tree_at(lambda s: s.transformer, specs, gpt_lib.logical_axes(model.transformer))
+
+
+def save_tts(model: TTS, path: str, metadata: dict | None = None) -> None:
+    """Weights as safetensors, the TTS config as JSON metadata under ``tts``."""
+    from xtts_jax.weights import export_safetensors
+
+    export_safetensors(model, path, {"tts": model.config.to_dict(), **(metadata or {})})
+
+
+def load_tts(path: str) -> TTS:
+    """A TTS model saved by :func:`save_tts` (ours, or an XTTS-v2 conversion)."""
+    from xtts_jax.weights import load_safetensors, read_model_config
+
+    cfg = TTSConfig.from_dict(read_model_config(path, "tts", "TTS"))
+    return load_safetensors(eqx.filter_eval_shape(lambda: TTS(cfg, key=jax.random.key(0))), path, "TTS checkpoint")

@@ -1,4 +1,4 @@
-"""Checkpoints with orbax-checkpoint, and safetensors export of the final weights.
+"""Training checkpoints with orbax-checkpoint (the final weights are exported by ``xtts_jax/weights.py``).
 
 A checkpoint step directory holds two items: ``state`` (parameters, optimizer state, step, PRNG
 key; every array under a dotted path name, sharded as it was on device) and ``meta`` (JSON: the
@@ -10,32 +10,16 @@ Restoring takes the target shardings from the caller, so a run can resume on ano
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
-import equinox as eqx
-import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from xtts_jax.errors import UserError
-
-
-def path_name(path) -> str:
-    """Dotted name of a pytree path: ``opt_state.1.0.mu.transformer.blocks.ln_1.weight``."""
-    return ".".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
-
-
-def flatten(tree: Any) -> dict[str, Any]:
-    """Array leaves of ``tree`` keyed by dotted path name (None and static leaves skipped)."""
-    return {path_name(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def unflatten(like: Any, flat: dict[str, Any]) -> Any:
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
-    return jax.tree_util.tree_unflatten(treedef, [flat[path_name(p)] for p, _ in leaves])
+# Weights I/O lives in xtts_jax/weights.py; the names stay importable from here for the trainer.
+from xtts_jax.weights import (_to_host, export_safetensors, flatten, load_safetensors, path_name,  # noqa: F401
+                              read_model_config, read_safetensors_metadata, unflatten)
 
 
 class Checkpointer:
@@ -108,72 +92,3 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
-
-
-def _to_host(x: jax.Array) -> np.ndarray:
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(jax.device_get(x))
-
-
-def export_safetensors(model: eqx.Module, path: str, metadata: dict | None = None) -> None:
-    """Write the model's arrays to ``path`` (keys: dotted names), config as JSON metadata.
-
-    Every process must call this (arrays spread over hosts are gathered); process 0 writes.
-    """
-    from safetensors.numpy import save_file
-
-    arrays = {k: np.ascontiguousarray(_to_host(v)) for k, v in flatten(eqx.filter(model, eqx.is_array)).items()}
-    if jax.process_index() == 0:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-        tmp = path + ".tmp"
-        save_file(arrays, tmp, metadata=meta)
-        os.replace(tmp, path)  # readers never see a half-written file
-
-
-def _is_leaf_array(x) -> bool:
-    return eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
-
-
-def load_safetensors(model: eqx.Module, path: str) -> eqx.Module:
-    """``model`` with its arrays replaced by those in ``path``; names and shapes must match.
-    ``model`` may be abstract (``eqx.filter_eval_shape``), so loading costs no random init."""
-    from safetensors.numpy import load_file
-
-    if not os.path.exists(path):
-        raise UserError(f"weights file {path} does not exist")
-    loaded = load_file(path)
-    params, static = eqx.partition(model, _is_leaf_array)
-    want = flatten(params)
-    for name, x in want.items():
-        if name not in loaded or loaded[name].shape != x.shape:
-            got = loaded[name].shape if name in loaded else "nothing"
-            raise UserError(f"{path} does not fit this model: {name} needs shape {x.shape}, file has {got}")
-    flat = {k: jax.numpy.asarray(loaded[k], dtype=x.dtype) for k, x in want.items()}
-    return eqx.combine(unflatten(params, flat), static)
-
-
-def read_model_config(path: str, key: str, what: str) -> dict:
-    """The JSON config stored under metadata ``key`` of an exported safetensors file; a missing
-    file, a file that is not safetensors, or one without that key is a one-line error naming ``what``."""
-    if not os.path.isfile(path):
-        raise UserError(f"{what} checkpoint {path} does not exist")
-    try:
-        meta = read_safetensors_metadata(path)
-    except Exception:
-        raise UserError(f"{path} is not a safetensors file") from None
-    if key not in meta:
-        raise UserError(f"{path} holds no {what} config (metadata key {key!r})")
-    try:
-        return json.loads(meta[key])
-    except json.JSONDecodeError:
-        raise UserError(f"{path} has an unreadable {what} config in its metadata") from None
-
-
-def read_safetensors_metadata(path: str) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(path, framework="numpy") as f:
-        return dict(f.metadata() or {})

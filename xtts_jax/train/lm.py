@@ -8,6 +8,7 @@ GPT-2 ids into a compact vocabulary, so a CPU demo does not pay for a 50,257-way
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Sequence
 
 import jax
@@ -141,3 +142,21 @@ class LMTask:
         if self.vocab is None:
             return EOT_ID
         return self.vocab.ids.index(EOT_ID) if EOT_ID in self.vocab.ids else None
+
+
+def load_lm(path: str | Path) -> tuple[GPT, LMTask]:
+    """(model, task) of a text LM the trainer exported: ``model.safetensors`` (or its run folder),
+    the task's config under metadata ``config``; anything else is one sentence naming the file."""
+    import equinox as eqx
+
+    from xtts_jax.weights import load_safetensors, read_model_config
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    task = read_model_config(path, "config", "language-model").get("task")
+    if not isinstance(task, dict) or "gpt" not in task:
+        raise UserError(f"{path} is not a language-model export (recipes/tinystories_pretrain.py writes one)")
+    task = LMTask.from_dict(task)
+    model = load_safetensors(eqx.filter_eval_shape(task.init_model, jax.random.key(0)), path, "language-model checkpoint")
+    return model, task
