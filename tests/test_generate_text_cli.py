@@ -42,6 +42,22 @@ def test_bad_checkpoint_is_one_line_and_exit_2(tmp_path):
     assert out.returncode == 2 and "no config.json" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_prompt_words_outside_a_compact_vocabulary_are_refused_by_name(tmp_path):
+    """A corpus-compacted model cannot read a word its corpus never had: refused by name, never dropped."""
+    from xtts_jax.text.vocab import VocabMap
+
+    vocab = VocabMap(tuple(sorted(set(encode("Once upon a time there was a cat.")) | {EOT_ID})))
+    cfg = get_config("nano", block_size=32, vocab_size=vocab.size)
+    export_safetensors(GPT(cfg, key=jax.random.key(4)), str(tmp_path / "model.safetensors"),
+                       {"config": {"task": LMTask(cfg, vocab).to_dict()}})
+    ok = run("--checkpoint", str(tmp_path), "--prompt", "Once upon a time", "--max-new-tokens", "3")
+    assert ok.returncode == 0, ok.stderr
+    out = run("--checkpoint", str(tmp_path), "--prompt", "Once upon a time a zebra 🦓 was there")
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{vocab.size}-token vocabulary lacks 'zebra', '🦓' (at " in lines[0], out.stderr
+
+
 def test_broken_checkpoint_files_are_one_line_and_exit_2(tmp_path):
     (tmp_path / "random.safetensors").write_bytes(bytes(range(256)) * 4)
     (tmp_path / "empty.safetensors").write_bytes(b"")

@@ -69,7 +69,7 @@ def test_speaker_embedding_then_synthesize_from_stdin(ckpt):
 
 
 @pytest.mark.parametrize("case", ["empty text", "missing checkpoint", "bad shape", "object array", "bad wav",
-                                  "unknown voice"])
+                                  "unknown voice", "vector of another size", "text file as .npy"])
 def test_bad_input_is_one_line_exit_2(ckpt, case):
     base = ["--checkpoint", ckpt / "tts.safetensors", "-o", ckpt / "x.wav", "--text", "Hi."]
     if case == "empty text":
@@ -82,6 +82,12 @@ def test_bad_input_is_one_line_exit_2(ckpt, case):
     elif case == "object array":
         np.save(ckpt / "bad.npy", np.array([None, 1], dtype=object), allow_pickle=True)
         args, want = base, "Python objects"
+    elif case == "vector of another size":  # the file's own shape, not the (1, 7) it is read as
+        np.save(ckpt / "bad.npy", np.ones(7, np.float32))
+        args, want = base, r"bad.npy must have shape \(64,\) or \(K, 64\), got \(7,\)$"
+    elif case == "text file as .npy":
+        (ckpt / "bad.npy").write_text("0.1 0.2 0.3\n")
+        args, want = base, "bad.npy is not a .npy file"
     elif case == "unknown voice":
         (ckpt / "speakers").mkdir(exist_ok=True)
         np.save(ckpt / "speakers" / "alice.npy", np.ones(64, np.float32))
@@ -89,7 +95,7 @@ def test_bad_input_is_one_line_exit_2(ckpt, case):
     else:
         (ckpt / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
         args, want = [*base, "--speaker-wav", ckpt / "broken.wav"], "cannot read audio"
-    if case in ("bad shape", "object array"):
+    if case in ("bad shape", "object array", "vector of another size", "text file as .npy"):
         args = [*args, "--speaker", ckpt / "bad.npy"]
     elif case not in ("bad wav", "unknown voice"):
         args = [*args, "--speaker", ckpt / "emb_missing.npy"]

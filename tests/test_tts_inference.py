@@ -68,6 +68,16 @@ def test_compact_text_vocab_maps_and_refuses_unknown_words():
     assert max(row) < cfg.text_vocab_size
     with pytest.raises(UserError, match="lacks 'dog'"):
         P.text_tokens("The dog sat.", cfg)
+    # as typed, never BPE byte pieces: an emoji is one name (not two U+FFFD halves), a word made of
+    # unknown pieces is the whole word without the punctuation the vocabulary has ("'b', 'ob', ''" before)
+    for sentence, names in (("The cat 😀 sat.", "'😀'"), ("The bob sat on the mat. Zed's cat.", "'bob', \"Zed's\"")):
+        with pytest.raises(UserError) as e:
+            P.text_tokens(sentence, cfg)
+        assert f"lacks {names} (at " in str(e.value), str(e.value)
+    # the quoted context is where the first unknown word is, not the sentence's first 40 characters
+    long = "The cat sat" + " on the mat" * 6 + " on the dog."
+    with pytest.raises(UserError, match=r"lacks 'dog' \(at \.\.\.'[^']*on the dog\.'\)"):
+        P.text_tokens(long, cfg)
     assert TTSConfig.from_dict(cfg.to_dict()) == cfg  # the list survives the JSON metadata
     with pytest.raises(UserError, match="text_vocab lists"):
         dataclasses.replace(cfg, text_vocab=cfg.text_vocab[:-1])
@@ -152,6 +162,17 @@ def test_speaker_embedding_files(tmp_path):
             P.load_speaker_embedding(tmp_path / "bad.npy", 64)
     with pytest.raises(UserError, match="does not exist"):
         P.load_speaker_embedding(tmp_path / "none.npy", 64)
+    # each refusal says what the file itself is
+    np.save(tmp_path / "seven.npy", np.ones(7, np.float32))
+    (tmp_path / "text.npy").write_text("not numbers at all\n")
+    np.savez(tmp_path / "archive.npz", a=good)
+    (tmp_path / "archive.npz").rename(tmp_path / "archive.npy")
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "good.npy").read_bytes()[:-40])
+    (tmp_path / "folder.npy").mkdir()
+    for name, why in (("seven", r"got \(7,\)$"), ("text", "is not a .npy file"), ("archive", "is an .npz archive"),
+                      ("cut", "damaged"), ("folder", "is a directory, not a file")):
+        with pytest.raises(UserError, match=why):
+            P.load_speaker_embedding(tmp_path / f"{name}.npy", 64)
 
 
 def test_speaker_from_wav(synth, tmp_path):

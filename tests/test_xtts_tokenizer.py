@@ -162,6 +162,9 @@ def test_text_with_nothing_left_after_cleaning(tok):
 def test_characters_the_vocabulary_lacks_are_named(tok):
     with pytest.raises(UserError, match="'♥' 'λ'"):
         tok.encode("I ♥ the λ dog", "en")
+    # quoted where the first one is, not the whole cleaned text
+    with pytest.raises(UserError, match=r"'♥' \(at \.\.\.'[a-z ]+♥[a-z ]+'\.\.\. after cleaning\)"):
+        tok.encode("the dog " * 10 + "I ♥ the dog " + "the dog " * 10, "en")
 
 
 def test_missing_vocab_file(tmp_path):

@@ -19,6 +19,15 @@ def fail(message: str) -> NoReturn:
     raise UserError(message)
 
 
+def excerpt(text: str, start: int, end: int, width: int = 40) -> str:
+    """``text[start:end]`` quoted with some of what surrounds it (about ``width`` characters in
+    all, "..." where cut), so an error points at the place in a long text where the problem is."""
+    width = max(width, end - start)
+    left = max(0, min(start - (width - (end - start)) // 2, len(text) - width))
+    right = min(len(text), left + width)
+    return ("..." if left else "") + repr(text[left:right]) + ("..." if right < len(text) else "")
+
+
 def run_cli(main: Callable[..., int | None]) -> Callable[..., NoReturn]:
     """Decorate a CLI ``main``: UserError -> one line on stderr and exit 2; Ctrl-C -> exit 130."""
 

@@ -28,7 +28,7 @@ from xtts_jax.models.conditioning import condition_from_mels, reference_mels
 from xtts_jax.models.dvae import DVAE
 from xtts_jax.models.tts import TTS, TTSConfig, TTSDecoder, load_tts, save_tts  # noqa: F401 (the pipeline's loaders)
 from xtts_jax.text import tokenizer
-from xtts_jax.text.vocab import VocabMap
+from xtts_jax.text.vocab import VocabMap, refuse_unknown
 
 # XTTS-v2's inference defaults (repetition penalty over the generated audio tokens only)
 SILENT = 1e-4  # a rendered sentence whose peak stays below this (-80 dBFS) is reported as silence
@@ -81,27 +81,37 @@ def check_speaker(emb: np.ndarray, n_embd: int, what: str = "speaker embedding")
     """``[K, n_embd]`` float32 from a ``(n_embd,)`` or ``(K, n_embd)`` float32 array, or a UserError."""
     if emb.dtype != np.float32:
         raise UserError(f"{what} must be float32, got {emb.dtype}")
-    if emb.ndim == 1:
-        emb = emb[None]
-    if emb.ndim != 2 or emb.shape[1] != n_embd or emb.shape[0] < 1:
+    if emb.ndim not in (1, 2) or emb.shape[-1] != n_embd or emb.size == 0:
         raise UserError(f"{what} must have shape ({n_embd},) or (K, {n_embd}), got {emb.shape}")
     if not np.all(np.isfinite(emb)):
         raise UserError(f"{what} holds NaN or infinite values")
-    return emb
+    return emb.reshape(-1, n_embd)
 
 
 def load_speaker_embedding(path: str | Path, n_embd: int) -> np.ndarray:
-    path = str(path)
-    if not Path(path).is_file():
-        raise UserError(f"speaker embedding {path} does not exist")
+    """``[K, n_embd]`` float32 from a ``.npy`` file (never unpickled), or one sentence saying what is
+    wrong with the file: missing, a folder, not a .npy file, an archive, objects, damaged, its shape."""
+    from numpy.lib import format as npy
+
+    from xtts_jax.weights import check_file
+
+    path = check_file(path, "speaker embedding")
+    with open(path, "rb") as f:
+        if f.read(4) == b"PK\x03\x04":
+            raise UserError(f"{path} is an .npz archive; a speaker embedding must be one .npy array")
+        f.seek(0)
+        try:
+            version = npy.read_magic(f)
+            header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            dtype = header(f)[2]
+        except ValueError:
+            raise UserError(f"{path} is not a .npy file; save a float32 array with numpy.save") from None
+    if dtype.hasobject:
+        raise UserError(f"{path} holds Python objects; a speaker embedding must be a float32 array")
     try:
         emb = np.load(path, allow_pickle=False)
-    except ValueError:
-        raise UserError(f"{path} holds Python objects; a speaker embedding must be a float32 array") from None
-    except Exception:
-        raise UserError(f"{path} is not a .npy array") from None
-    if not isinstance(emb, np.ndarray):
-        raise UserError(f"{path} is an .npz archive; a speaker embedding must be one .npy array")
+    except (ValueError, OSError, EOFError):
+        raise UserError(f"{path} is a damaged .npy file (its data is cut short)") from None
     return check_speaker(emb, n_embd, f"speaker embedding {path}")
 
 
@@ -180,18 +190,11 @@ def text_tokens(sentence: str, cfg: TTSConfig, tokenizer=None, language: str = "
 
 
 def _gpt2_ids(sentence: str, cfg: TTSConfig) -> list[int]:
-    ids = tokenizer.encode(sentence, allow_eot=False)
     if cfg.text_vocab:
-        vocab = VocabMap(cfg.text_vocab)
-        known = set(vocab.ids)
-        if unknown := [i for i in ids if i not in known]:
-            words = ", ".join(repr(tokenizer.decode([i]).strip()) for i in dict.fromkeys(unknown))
-            raise UserError(f"this model's {len(known)}-token text vocabulary lacks {words} "
-                            f"(in {sentence[:40]!r}); use the words of the corpus it was trained on")
-        return vocab.to_compact(np.asarray(ids, np.int64)).tolist()
-    if any(i >= cfg.text_vocab_size for i in ids):
-        raise UserError(f"the text {sentence[:40]!r} has tokens outside this model's {cfg.text_vocab_size}-token vocabulary")
-    return ids
+        return VocabMap(cfg.text_vocab).encode(sentence).tolist()
+    ids = np.asarray(tokenizer.encode(sentence, allow_eot=False), np.int64)
+    refuse_unknown(sentence, ids, ids >= cfg.text_vocab_size, f"this model's {cfg.text_vocab_size}-token vocabulary")
+    return ids.tolist()
 
 
 @eqx.filter_jit

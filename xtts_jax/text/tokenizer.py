@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import re
 from pathlib import Path
 
 import tiktoken
@@ -71,3 +72,50 @@ def decode(ids) -> str:
     if bad:
         raise UserError(f"token id {bad[0]} is outside the GPT-2 vocabulary [0, {VOCAB_SIZE})")
     return gpt2_encoding().decode(ids)
+
+
+def token_spans(ids) -> list[tuple[int, int]]:
+    """For each token, the characters ``[start, end)`` of ``decode(ids)`` it spells. A token holding
+    only some bytes of a character (an emoji is split over several) covers that whole character."""
+    spans, chars = [], 0
+    for piece in gpt2_encoding().decode_tokens_bytes([int(i) for i in ids]):
+        continues = bool(piece) and 0x80 <= piece[0] < 0xC0  # starts inside the previous token's character
+        start = chars - continues
+        chars += sum(not 0x80 <= b < 0xC0 for b in piece)  # UTF-8: one lead byte per character
+        spans.append((max(start, 0), chars))
+    return spans
+
+
+def words_of_tokens(text: str, ids, positions) -> list[tuple[str, int, int]]:
+    """What the tokens at ``positions`` of ``ids = encode(text)`` spell in ``text``, as typed and
+    widened to whole words: ``(piece, start, end)`` in order of appearance. The white space a token
+    carries before a word is left out (a token of white space alone is kept), and so is
+    punctuation that other tokens spell: "zorbly." whose "z", "orb", "ly" are meant gives "zorbly"."""
+    spans = token_spans(ids)
+    marked = [False] * len(text)
+    for p in set(positions):
+        start, end = spans[p]
+        blank = not text[start:end].strip()
+        for i in range(start, end):
+            marked[i] = marked[i] or blank or not text[i].isspace()
+    pieces, i = [], 0
+    while i < len(text):
+        if not marked[i]:
+            i += 1
+            continue
+        start = i
+        while i < len(text) and marked[i]:
+            i += 1
+        while start > 0 and _in_word(text, start - 1, start):  # the rest of a word the token begins inside
+            start -= 1
+        while i < len(text) and _in_word(text, i, i - 1):
+            i += 1
+        if pieces and start <= pieces[-1][2]:
+            start = pieces.pop()[1]
+        pieces.append((text[start:i], start, i))
+    return pieces
+
+
+def _in_word(text: str, i: int, neighbour: int) -> bool:
+    """Whether character ``i`` belongs to the same word as the adjacent ``neighbour``."""
+    return all(text[j].isalnum() or text[j] in "'\u2019" for j in (i, neighbour))

@@ -23,7 +23,7 @@ from typing import Iterable
 import tokenizers
 from num2words import num2words
 
-from xtts_jax.errors import UserError
+from xtts_jax.errors import UserError, excerpt
 from xtts_jax.text.zh_numbers import chinese_numbers
 
 # XTTS-v2's 17 languages, each with coqui's warning limit in characters (VoiceBpeTokenizer.char_limits).
@@ -273,7 +273,9 @@ class XttsTokenizer:
         tagged = tag + cleaned.replace(" ", "[SPACE]")
         encoding = self.tokenizer.encode(tagged)
         if unknown := self._unknown_characters(tagged, encoding):
-            raise UserError(f"the vocabulary cannot represent {' '.join(map(repr, unknown))} in {cleaned!r}")
+            at = cleaned.index(unknown[0])
+            raise UserError(f"the vocabulary cannot represent {' '.join(map(repr, unknown))} "
+                            f"(at {excerpt(cleaned, at, at + 1)} after cleaning)")
         return encoding.ids
 
     def _unknown_characters(self, text: str, encoding: tokenizers.Encoding) -> list[str]:

@@ -104,9 +104,14 @@ class LMTask:
         return cls(cfg, vocab, tuple(d.get("prompts", cls.prompts)), d.get("loss_chunk", 0))
 
     # --- samples -------------------------------------------------------------------------
-    def encode(self, text: str) -> np.ndarray:
+    def encode(self, text: str, strict: bool = True) -> np.ndarray:
+        """Model ids of ``text``. With a compact vocabulary, words outside it are refused by name
+        (``strict``: a person's prompt) or left out (the task's own sample prompts, which a
+        corpus need not cover: a training run must not fail on them at its end)."""
         from xtts_jax.text.tokenizer import encode
 
+        if self.vocab is not None and strict:
+            return self.vocab.encode(text, allow_eot=True)
         ids = np.asarray(encode(text), np.int64)
         return ids if self.vocab is None else self.vocab.to_compact(ids, drop_unknown=True)
 
@@ -123,8 +128,9 @@ class LMTask:
         ``<|endoftext|>``. Returns prompt + continuation texts."""
         from xtts_jax.inference.sampling import SamplingConfig, generate
 
-        prompts = list(self.prompts if prompts is None else prompts)
-        ids = [self.encode(p) for p in prompts]
+        given = prompts is not None
+        prompts = list(prompts if given else self.prompts)
+        ids = [self.encode(p, strict=given) for p in prompts]
         if any(len(i) == 0 for i in ids):
             raise UserError("a prompt encodes to no known tokens; give some text")
         room = self.config.block_size - max(len(i) for i in ids)
