@@ -212,7 +212,8 @@ def parse_args(argv=None):
     p.add_argument("--per-voice", type=int, default=0, help="training sentences per voice (0: all)")
     p.add_argument("--voices", help="comma-separated speaker ids (default: all whose engine is installed)")
     p.add_argument("--eval-voices", default=",".join(EVAL_VOICES), help="speakers held out for evaluation")
-    p.add_argument("--eval-fraction", type=float, default=0.05)
+    p.add_argument("--eval-fraction", type=float, default=0.05,
+                   help="share of sentences held out from training in every voice (1: an evaluation set only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=2)
     return p.parse_args(argv)
@@ -233,8 +234,8 @@ def main(argv=None) -> int:
         for e in sorted({v.engine for v in VOICES} - {v.engine for v in voices}):
             print(f"note: {e} not installed (apt-get install -y {ENGINE_APT[e]}); its voices are skipped")
         check_engines(voices or list(VOICES))
-    if not 0 < args.eval_fraction < 1:
-        raise UserError(f"--eval-fraction {args.eval_fraction} must lie between 0 and 1.")
+    if not 0 < args.eval_fraction <= 1:
+        raise UserError(f"--eval-fraction {args.eval_fraction} must lie in (0, 1]; 1 holds out every sentence.")
     sentences = load_sentences(args.text, args.max_sentences, args.seed)
     eval_voices = {n.strip() for n in args.eval_voices.split(",") if n.strip()}
     jobs = plan(voices, sentences, eval_voices, args.eval_fraction, args.per_voice, args.seed)

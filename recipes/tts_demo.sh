@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the shipped CPU demo (xtts_jax/assets/tts_demo) from nothing: speech corpus -> DVAE ->
-# tokens -> TTS -> intelligibility. Needs `apt-get install flite` and the eval extra.
+# tokens -> TTS -> evaluation (Whisper WER, speaker similarity). Needs `apt-get install flite` and the eval extra.
 # On the 2-core CPU it took: corpus 9 min, DVAE 4 min, tokens 6 min, TTS (2,600 steps) ~80 min.
 #
 #     bash recipes/tts_demo.sh [OUT]            # default OUT: runs/tts_demo
@@ -23,5 +23,5 @@ done
 $PY recipes/train_tts.py --tokens "$DATA/tokens/train" --preset demo --text-vocab corpus --steps 2600 \
     --batch-size 32 --lr 1e-3 --warmup-steps 200 --eval-every 500 --sample-every 1300 --ckpt-every 500 \
     --out "$OUT/tts"
-$PY tools/eval_intelligibility.py --manifest "$DATA/eval.jsonl" --checkpoint "$OUT/tts/tts.safetensors" \
-    --per-speaker 10 --json "$OUT/intelligibility.json"
+$PY tools/evaluate_tts.py --manifest "$DATA/eval.jsonl" --checkpoint "$OUT/tts/tts.safetensors" \
+    --per-speaker 12 --out "$OUT/eval"

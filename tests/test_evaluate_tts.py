@@ -1,0 +1,93 @@
+"""tools/evaluate_tts.py end to end on a manifest written here: bad rows are skipped and counted,
+the outputs are written, and the speaker metric tells voices apart.
+
+The "recordings" are the shipped demo model speaking in two of its voices (no apt package needed);
+the same voice must score higher similarity than the other voice.
+"""
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from tests._scripts import load_script
+from xtts_jax.audio.io import save_audio
+from xtts_jax.inference import tts as P
+from xtts_jax.inference.sampling import SamplingConfig
+from xtts_jax.inference.vocoder import Vocoder
+from xtts_jax.models.dvae import load_dvae
+
+DEMO = Path(__file__).resolve().parents[1] / "xtts_jax" / "assets" / "tts_demo"
+TEXTS = ["One day, Lucy wanted to bake a cake with Anna.", "Anna and Max were best friends forever.",
+         "They learned that it is fun to play together."]
+VOICES = ["flite_awb", "flite_slt"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Three utterances in each of two demo voices, plus a missing, an empty-text and an unreadable row."""
+    root = tmp_path_factory.mktemp("eval_corpus")
+    model = P.load_tts(DEMO / "tts.safetensors")
+    dvae = load_dvae(str(DEMO / "dvae.safetensors"))
+    synth = P.Synthesizer(model, Vocoder.griffin_lim(dvae.cfg.mel), dvae)
+    sampling = SamplingConfig(**P.sampling_defaults(DEMO / "tts.safetensors"), max_new_tokens=synth.max_new_tokens())
+    rows = []
+    for v in VOICES:
+        cond = P.load_speaker_embedding(DEMO / "speakers" / f"{v}.npy", model.config.gpt.n_embd)
+        waves = synth.synthesize(TEXTS, [cond] * len(TEXTS), jax.random.key(len(rows)), sampling)
+        for i, (t, w) in enumerate(zip(TEXTS, waves)):
+            save_audio(root / f"{v}_{i}.wav", w, synth.sample_rate)
+            rows.append({"audio_path": f"{v}_{i}.wav", "text": t, "speaker": v})
+    (root / "garbage.wav").write_text("this is not audio")
+    rows += [{"audio_path": "nowhere.wav", "text": "Missing file.", "speaker": VOICES[0]},
+             {"audio_path": f"{VOICES[1]}_0.wav", "text": "  ", "speaker": VOICES[1]},
+             {"audio_path": "garbage.wav", "text": "Unreadable.", "speaker": VOICES[0]}]
+    (root / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
+    return root
+
+
+def test_evaluate_tts_skips_bad_rows_and_tells_voices_apart(corpus, tmp_path):
+    tool = load_script("evaluate_tts", "tools/evaluate_tts.py")
+    (tmp_path / "gen").mkdir()
+    # a "generated" folder: the other voice's audio for each utterance, one file missing
+    for v, other in zip(VOICES, VOICES[::-1]):
+        for i in range(2):
+            (tmp_path / "gen" / f"{v}_{i}.wav").write_bytes((corpus / f"{other}_{i}.wav").read_bytes())
+    with pytest.raises(SystemExit) as e:
+        tool.main(["--manifest", str(corpus / "m.jsonl"), "--rungs", "recording,wavs", "--wavs", str(tmp_path / "gen"),
+                   "--out", str(tmp_path / "out"), "--timed", "0"])
+    assert e.value.code == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert sorted(s["reason"] for s in report["skipped"]) == [
+        "empty text", "missing audio file", "unparsable manifest row", "unreadable audio file"]
+    assert report["utterances"] == 6 and report["speakers"] == VOICES
+    assert (tmp_path / "out" / "report.png").stat().st_size > 1000
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| recording |" in md and "Skipped 4 manifest rows" in md
+
+    rec = report["rungs"]["recording"]
+    for r in rec["records"]:  # each clip is nearer to another clip of its own voice than to the other voice
+        assert r["similarity"] > r["other"] + 0.1, r
+        assert r["nearest_ok"]
+    assert rec["overall"]["nearest_voice"] == 1.0
+    assert all(r["transcript"] for r in rec["records"])
+
+    swapped = report["rungs"]["wavs"]  # the wrong voice everywhere, and the third file of each voice missing
+    assert swapped["overall"]["failed"] == 2
+    assert swapped["overall"]["nearest_voice"] == 0.0
+    scored = [r for r in swapped["records"] if "failure" not in r]
+    assert np.mean([r["similarity"] for r in scored]) < rec["overall"]["similarity"] - 0.1
+    assert all(r["wer"] == 1.0 for r in swapped["records"] if "failure" in r)
+
+
+def test_evaluate_tts_bad_usage_is_one_line(corpus, tmp_path, capsys):
+    tool = load_script("evaluate_tts", "tools/evaluate_tts.py")
+    for argv, msg in ((["--rungs", "model"], "needs --checkpoint"), (["--rungs", "ears"], "unknown rung"),
+                      (["--checkpoint", str(tmp_path)], "is not a file"), (["--per-speaker", "0"], ">= 1"),
+                      (["--speakers", "nobody"], "no usable utterance")):
+        with pytest.raises(SystemExit) as e:
+            tool.main(["--manifest", str(corpus / "m.jsonl"), "--out", str(tmp_path / "o"), *argv])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and msg in err[-1], (argv, err)
