@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
     print(f"config: {args.config} {dataclasses.asdict(cfg)}")
     print(f"parameters (no position embeddings): {n_params / 1e6:.2f}M, compute dtype {jnp.dtype(cfg.dtype).name}, "
-          f"attention {cfg.attention_impl}, layers {'scan' if cfg.scan_layers else 'unrolled'}\n")
+          f"attention {cfg.attention_impl}, layers {'scan' if cfg.scan else 'unrolled'}\n")
     print("| measurement | batch | tokens/s | ms/step | MFU / roofline |")
     print("|---|---|---|---|---|")
     if not args.skip_train:

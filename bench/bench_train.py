@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     result = {"model": args.model, "params_non_embedding": model_cfg.num_params(non_embedding=True),
               "batch_size": batch, "block_size": block, "grad_accum": args.grad_accum,
               "devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
-              "dtype": str(np.dtype(model_cfg.dtype)), "scan_layers": model_cfg.scan_layers,
+              "dtype": str(np.dtype(model_cfg.dtype)), "scan_layers": model_cfg.scan,
               "attention": model_cfg.attention_impl, "loss_chunk": args.loss_chunk, "warmup_s": round(t1 - t0, 2),
               "step_ms": round(1e3 * (t2 - t1) / args.steps, 2), "tokens_per_s": round(tokens_per_s, 1),
               "flops_per_token": flops, "achieved_tflops": round(flops * tokens_per_s / 1e12, 3),

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
     print(f"size: {args.size} ({cfg.gpt.n_layer} layers, d {cfg.gpt.n_embd}, {cfg.gpt.n_head} heads, "
           f"{cfg.audio_vocab_size} audio tokens), transformer {n_params / 1e6:.1f}M parameters, "
-          f"compute {jnp.dtype(cfg.gpt.dtype).name}, layers {'scan' if cfg.gpt.scan_layers else 'unrolled'}\n")
+          f"compute {jnp.dtype(cfg.gpt.dtype).name}, layers {'scan' if cfg.gpt.scan else 'unrolled'}\n")
     print("| batch | prompt | new tokens | tokens/s (all rows) | ms/step |")
     print("|---|---|---|---|---|")
     n_cond = cfg.conditioning.num_latents if cfg.conditioning else 32

@@ -53,7 +53,7 @@ def test_gpt2_initialisation_statistics():
 
 
 def test_scan_and_unrolled_agree_and_vmap_matches_rows():
-    cfg = get_config("nano", compute_dtype="float32")
+    cfg = get_config("nano", compute_dtype="float32", scan_layers=True)
     model = GPT(cfg, key=jax.random.key(3))
     unrolled = with_weights(dataclasses.replace(cfg, scan_layers=False), model)
     tokens = jax.random.randint(jax.random.key(0), (3, 20), 0, cfg.vocab_size)
@@ -102,3 +102,24 @@ def test_logical_axes_name_every_dimension():
     assert specs.transformer.blocks.mlp.c_gate.weight == PartitionSpec("layers", "embed", "mlp")
     assert specs.transformer.blocks.attn.c_proj.weight == PartitionSpec("layers", "heads", "embed")
     assert specs.lm_head.weight == PartitionSpec("embed", "vocab")
+
+
+@pytest.mark.parametrize("t, block", [(256, 64), (70, 32), (5, 64)])
+def test_blocked_attention_equals_dot_product_attention_with_gradients(t, block):
+    from xtts_jax.models.gpt import blocked_causal_attention
+
+    q, k, v, g = jax.random.normal(jax.random.key(t), (4, t, 3, 16))
+    reference = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")  # noqa: E731
+    blocked = lambda q, k, v: blocked_causal_attention(q, k, v, block)  # noqa: E731
+    y_ref, vjp_ref = jax.vjp(reference, q, k, v)
+    y, vjp = jax.vjp(blocked, q, k, v)
+    np.testing.assert_allclose(y, y_ref, atol=1e-5)
+    for a, b in zip(vjp(g), vjp_ref(g)):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_cpu_defaults_blocked_attention_and_unrolled_layers():
+    cfg = get_config("nano")
+    assert jax.default_backend() != "cpu" or (cfg.attention_impl, cfg.scan) == ("blocked", False)
+    assert get_config("nano", attention="xla", scan_layers=True).attention_impl == "xla"
+    assert get_config("nano", scan_layers="false").scan is False

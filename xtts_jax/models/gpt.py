@@ -23,6 +23,8 @@ from xtts_jax.errors import UserError
 from xtts_jax.models.layers import MLP, MLP_ACTIVATIONS, Dense, LayerNorm, mlp_hidden_width, residual_std
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+ATTENTION = ("xla", "cudnn", "blocked")
+QUERY_BLOCK = 64  # rows per query block of the "blocked" attention
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,20 +38,26 @@ class GPTConfig:
     dropout: float = 0.0
     tie_embeddings: bool = True
     mlp_activation: str = "gelu_tanh"
-    scan_layers: bool = True  # lax.scan compiles fast at 30+ layers; unrolled runs faster (ANCHORS.md)
-    compute_dtype: str = "auto"  # "auto": bfloat16 on GPU/TPU, float32 on CPU; parameters stay float32
-    attention: str = "auto"  # "auto": cuDNN flash attention on GPU in 16-bit, else XLA; or "xla" / "cudnn"
+    # The three "auto" choices are resolved per backend by the properties scan, dtype and
+    # attention_impl below, the one place where CPU and GPU defaults differ.
+    scan_layers: bool | str = "auto"  # True: lax.scan (fast compiles at 30+ layers); False: unrolled
+    compute_dtype: str = "auto"  # bfloat16 on GPU/TPU, float32 on CPU; parameters stay float32
+    attention: str = "auto"  # "xla", "cudnn" or "blocked" (blocked_causal_attention)
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self):
+        scan = {"true": True, "1": True, "false": False, "0": False}.get(str(self.scan_layers).lower(), self.scan_layers)
+        if scan not in (True, False, "auto"):
+            raise UserError(f"scan_layers {self.scan_layers!r} is not true, false or auto")
+        object.__setattr__(self, "scan_layers", scan)  # a flag or JSON may give a string
         if self.n_embd % self.n_head:
             raise UserError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
         if self.mlp_activation not in MLP_ACTIVATIONS:
             raise UserError(f"unknown mlp_activation {self.mlp_activation!r}; choose one of {', '.join(MLP_ACTIVATIONS)}")
         if self.compute_dtype not in ("auto", *DTYPES):
             raise UserError(f"unknown compute_dtype {self.compute_dtype!r}; choose auto, {', '.join(DTYPES)}")
-        if self.attention not in ("auto", "xla", "cudnn"):
-            raise UserError(f"unknown attention {self.attention!r}; choose auto, xla or cudnn")
+        if self.attention not in ("auto", *ATTENTION):
+            raise UserError(f"unknown attention {self.attention!r}; choose auto, {', '.join(ATTENTION)}")
         if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:
             raise UserError("n_layer, n_head, n_embd, block_size and vocab_size must all be positive")
         if not 0.0 <= self.dropout < 1.0:
@@ -64,6 +72,14 @@ class GPTConfig:
         return self.n_embd // self.n_head
 
     @property
+    def scan(self) -> bool:
+        """Layers under lax.scan? auto: unrolled on CPU, where scan made the demo-size training step
+        1.8x slower (bench/bench_train_cpu.py); scan elsewhere (compile time at 30+ layers)."""
+        if self.scan_layers == "auto":
+            return jax.default_backend() != "cpu"
+        return self.scan_layers
+
+    @property
     def dtype(self):
         if self.compute_dtype == "auto":
             return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
@@ -71,10 +87,14 @@ class GPTConfig:
 
     @property
     def attention_impl(self) -> str:
+        """auto: cuDNN flash attention on GPU in 16-bit; blocked_causal_attention on CPU (no fused
+        attention kernel there); else the XLA path of jax.nn.dot_product_attention."""
         if self.attention != "auto":
             return self.attention
         gpu16 = jax.default_backend() == "gpu" and self.dtype in (jnp.bfloat16, jnp.float16)
-        return "cudnn" if gpu16 and self.head_dim <= 128 else "xla"
+        if gpu16 and self.head_dim <= 128:
+            return "cudnn"
+        return "blocked" if jax.default_backend() == "cpu" else "xla"
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count (padded vocabulary); ``non_embedding`` leaves out position embeddings, as nanoGPT."""
@@ -136,6 +156,25 @@ class KVCache(NamedTuple):
     v: Array
 
 
+def blocked_causal_attention(q: Float[Array, "T H D"], k: Float[Array, "T H D"], v: Float[Array, "T H D"],
+                             block: int = QUERY_BLOCK) -> Float[Array, "T H D"]:
+    """Causal softmax attention with the queries in blocks of ``block`` rows: block i scores only
+    the keys up to its own last row, so most of the masked upper triangle is never computed (3/8
+    of the scores at 4 blocks). Scores and softmax in float32. On XLA's CPU backend, which has no
+    fused attention kernel, this is about 1.5x faster forward+backward than
+    ``jax.nn.dot_product_attention``'s XLA path at T 256 (bench/bench_train_cpu.py)."""
+    t = q.shape[0]
+    q = q * jnp.asarray(1 / math.sqrt(q.shape[-1]), q.dtype)
+    out = []
+    for lo in range(0, t, block):
+        hi = min(lo + block, t)
+        s = jnp.einsum("qhd,khd->hqk", q[lo:hi], k[:hi], preferred_element_type=jnp.float32)
+        s = jnp.where(jnp.arange(lo, hi)[:, None] >= jnp.arange(hi)[None, :], s, -jnp.inf)
+        p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+        out.append(jnp.einsum("hqk,khd->qhd", p, v[:hi]))
+    return jnp.concatenate(out)
+
+
 class CausalSelfAttention(eqx.Module):
     c_attn: Dense
     c_proj: Dense
@@ -156,7 +195,10 @@ class CausalSelfAttention(eqx.Module):
 
     def __call__(self, x: Float[Array, "T C"]) -> tuple[Float[Array, "T C"], tuple[Array, Array]]:
         q, k, v = self.qkv(x)
-        y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.implementation)
+        if self.implementation == "blocked":
+            y = blocked_causal_attention(q, k, v)
+        else:
+            y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.implementation)
         return self.c_proj(y.reshape(x.shape)), (k, v)
 
     def decode(self, x: Float[Array, " C"], k_all: Array, v_all: Array, layer, pos: Int[Array, ""]):
@@ -233,7 +275,7 @@ class Transformer(eqx.Module):
         cfg = self.config
         keys = None if key is None else jax.random.split(key, cfg.n_layer)
         body = lambda block, h, k: block(h, cfg.dtype, k)  # noqa: E731
-        x, kv = _over_layers(self.blocks, body, x.astype(jnp.float32), keys, cfg.n_layer, cfg.scan_layers)
+        x, kv = _over_layers(self.blocks, body, x.astype(jnp.float32), keys, cfg.n_layer, cfg.scan)
         return self.ln_f(x), kv
 
     def decode(self, x: Float[Array, " C"], cache: KVCache, pos: Int[Array, ""]):
@@ -244,7 +286,7 @@ class Transformer(eqx.Module):
             return block.decode(*carry, dtype=cfg.dtype, layer=layer, pos=pos), None
 
         carry = (x.astype(jnp.float32), cache.k, cache.v)
-        (x, k, v), _ = _over_layers(self.blocks, body, carry, jnp.arange(cfg.n_layer), cfg.n_layer, cfg.scan_layers)
+        (x, k, v), _ = _over_layers(self.blocks, body, carry, jnp.arange(cfg.n_layer), cfg.n_layer, cfg.scan)
         return self.ln_f(x), KVCache(k, v)
 
     def empty_cache(self, max_len: int) -> KVCache:
