@@ -1,9 +1,12 @@
 """Synthesise a multi-speaker English speech corpus with the free engines Debian ships.
 
 No download: flite (CMU voices kal16, awb, rms, slt), espeak-ng (formant voices with variants) and
-festival (when installed) read sentences from a text file, or from the project's embedded story
-generator plus a short built-in list. The result is a generic manifest (see
-``xtts_jax.audio.datasets``) that the DVAE and TTS recipes read:
+festival (when installed) read sentences from a text file, or from the project's own generators:
+``--source stories`` (the default: the embedded story generator plus a short built-in list),
+``everyday`` (``xtts_jax.text.everyday``: questions, requests, times, dates, money, numbers as digits
+and words, thousands of frequent words) or ``mixed`` (both interleaved, ``--everyday-share`` of them
+everyday). The result is a generic manifest (see ``xtts_jax.audio.datasets``) that the DVAE and TTS
+recipes read:
 
     out/wavs/SPEAKER/SPEAKER_00012.wav    22,050 Hz mono 16-bit, silence trimmed, peak 0.9
     out/train.jsonl                        training voices x training sentences
@@ -38,6 +41,8 @@ import soundfile as sf
 from xtts_jax.audio.datasets import Utterance, write_manifest
 from xtts_jax.audio.io import SAMPLE_RATE, load_audio, save_audio
 from xtts_jax.errors import UserError, run_cli
+from xtts_jax.text.everyday import generate_sentences
+from xtts_jax.text.stories import generate_stories
 
 ENGINE_BINARY = {"flite": "flite", "espeak-ng": "espeak-ng", "festival": "text2wave"}
 ENGINE_APT = {"flite": "flite", "espeak-ng": "espeak-ng", "festival": "festival festvox-kallpc16k"}
@@ -123,22 +128,50 @@ def split_sentences(text: str, min_words: int = 3, max_words: int = 30) -> list[
     return out
 
 
-def load_sentences(text_file: str | None, max_sentences: int, seed: int) -> list[str]:
-    """Unique sentences, in first-seen order, from ``text_file`` or the built-in sources."""
+SOURCES = ("stories", "everyday", "mixed")
+
+
+def story_sentences(seed: int, max_sentences: int) -> list[str]:
+    """The built-in sentences, then the sentences of the embedded story generator."""
+    sources = list(BUILTIN_SENTENCES)
+    for story in generate_stories(seed, max(50, max_sentences // 3)):
+        sources.extend(split_sentences(story))
+    return sources
+
+
+def interleave(first: list[str], second: list[str], second_share: float) -> list[str]:
+    """``first`` and ``second`` merged in order so that any prefix of k sentences holds
+    floor(k * second_share) of ``second``'s (while both last)."""
+    out, i, j = [], 0, 0
+    while i < len(first) or j < len(second):
+        take_second = int((len(out) + 1) * second_share) > int(len(out) * second_share)
+        if j < len(second) and (take_second or i == len(first)):
+            out.append(second[j])
+            j += 1
+        else:
+            out.append(first[i])
+            i += 1
+    return out
+
+
+def load_sentences(text_file: str | None, max_sentences: int, seed: int, source: str = "stories",
+                   everyday_share: float = 0.5) -> list[str]:
+    """Unique sentences, in first-seen order, from ``text_file`` or the built-in ``source``
+    (one of SOURCES; ``mixed`` holds ``everyday_share`` everyday sentences)."""
     if text_file:
         path = Path(text_file)
         if not path.is_file():
             raise UserError(f"text file {path} does not exist.")
         sources = split_sentences(path.read_text(encoding="utf-8", errors="replace"))
+    elif source == "stories":
+        sources = story_sentences(seed, max_sentences)
+    elif source == "everyday":
+        sources = generate_sentences(seed, max_sentences)
+    elif source == "mixed":
+        sources = interleave(list(dict.fromkeys(story_sentences(seed, max_sentences))),
+                             generate_sentences(seed, max_sentences), everyday_share)
     else:
-        sources = list(BUILTIN_SENTENCES)
-        try:  # the embedded story generator, when this checkout has it
-            from xtts_jax.text.stories import generate_stories
-
-            for story in generate_stories(seed, max(50, max_sentences // 3)):
-                sources.extend(split_sentences(story))
-        except ImportError:
-            pass
+        raise UserError(f"unknown sentence source {source!r}: choose from {', '.join(SOURCES)}.")
     unique = list(dict.fromkeys(sources))
     if not unique:
         raise UserError(f"no usable sentences (3 to 30 words) in {text_file or 'the built-in sources'}.")
@@ -207,7 +240,11 @@ def plan(voices, sentences, eval_voices, eval_fraction, per_voice, seed):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--text", help="text file to read sentences from (default: built-in stories)")
+    p.add_argument("--text", help="text file to read sentences from (instead of --source)")
+    p.add_argument("--source", choices=SOURCES,
+                   help="built-in sentences: stories (default), everyday, or mixed (both interleaved)")
+    p.add_argument("--everyday-share", type=float, default=0.5,
+                   help="with --source mixed: the share of everyday sentences (default 0.5)")
     p.add_argument("--max-sentences", type=int, default=400)
     p.add_argument("--per-voice", type=int, default=0, help="training sentences per voice (0: all)")
     p.add_argument("--voices", help="comma-separated speaker ids (default: all whose engine is installed)")
@@ -222,6 +259,10 @@ def parse_args(argv=None):
 @run_cli
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.text and args.source:
+        raise UserError(f"give --text {args.text} or --source {args.source}, not both.")
+    if not 0 < args.everyday_share < 1:
+        raise UserError(f"--everyday-share {args.everyday_share} must lie strictly between 0 and 1.")
     by_name = {v.speaker: v for v in VOICES}
     if args.voices:
         names = [n.strip() for n in args.voices.split(",") if n.strip()]
@@ -236,7 +277,8 @@ def main(argv=None) -> int:
         check_engines(voices or list(VOICES))
     if not 0 < args.eval_fraction <= 1:
         raise UserError(f"--eval-fraction {args.eval_fraction} must lie in (0, 1]; 1 holds out every sentence.")
-    sentences = load_sentences(args.text, args.max_sentences, args.seed)
+    source = args.source or "stories"
+    sentences = load_sentences(args.text, args.max_sentences, args.seed, source, args.everyday_share)
     eval_voices = {n.strip() for n in args.eval_voices.split(",") if n.strip()}
     jobs = plan(voices, sentences, eval_voices, args.eval_fraction, args.per_voice, args.seed)
     out = Path(args.out)
@@ -261,6 +303,7 @@ def main(argv=None) -> int:
         print(f"  {s:<18} {m:7.2f} min{'  (held out)' if s in eval_voices else ''}")
     print(f"total {sum(minutes.values()):.1f} min over {len(minutes)} speakers, {len(sentences)} sentences")
     summary = {"seed": args.seed, "eval_fraction": args.eval_fraction, "sentences": len(sentences),
+               "source": args.text or source, "everyday_share": args.everyday_share if source == "mixed" else None,
                "voices": [dataclasses.asdict(v) for v in voices], "eval_voices": sorted(eval_voices),
                "minutes_per_speaker": minutes, "sample_rate": SAMPLE_RATE}
     (out / "corpus.json").write_text(json.dumps(summary, indent=2))

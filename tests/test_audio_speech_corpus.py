@@ -95,3 +95,38 @@ def test_end_to_end_with_espeak_is_deterministic(tmp_path):
     assert info.samplerate == 22050 and info.channels == 1 and 0.8 < info.duration < 6
     for u in train:
         assert u.audio_path.read_bytes() == (runs[1] / u.audio_path.relative_to(runs[0])).read_bytes()
+
+
+def test_sources_plan_the_generators_sentences():
+    from xtts_jax.text.everyday import generate_sentences
+
+    assert corpus.load_sentences(None, 60, 3) == corpus.load_sentences(None, 60, 3, "stories")
+    assert corpus.load_sentences(None, 60, 3)[:2] == list(corpus.BUILTIN_SENTENCES[:2])  # default unchanged
+    everyday = generate_sentences(3, 60)
+    assert corpus.load_sentences(None, 60, 3, "everyday") == everyday
+    mixed = corpus.load_sentences(None, 40, 3, "mixed", everyday_share=0.25)
+    assert [s for s in mixed if s in set(everyday)] == everyday[:10]  # a quarter, in the generator's order
+    assert mixed[:3] == list(corpus.BUILTIN_SENTENCES[:3]) and mixed[3] == everyday[0]
+
+
+def test_interleave_keeps_the_share_in_every_prefix():
+    merged = corpus.interleave(list("abcdefgh"), list("XYZ"), 0.3)
+    assert sorted(merged) == sorted("abcdefghXYZ")
+    assert all(sum(c.isupper() for c in merged[:k]) == int(k * 0.3) for k in range(1, 10))
+
+
+def test_cli_rejects_text_with_source_and_a_bad_share(tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("One two three four.")
+    for extra, message in ((["--text", str(text), "--source", "everyday"], "not both"),
+                           (["--source", "mixed", "--everyday-share", "1.5"], "--everyday-share 1.5")):
+        with pytest.raises(SystemExit) as e:
+            corpus.main(["--out", str(tmp_path), "--voices", "flite_slt", *extra])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("text2wave") is None, reason="festival not installed (apt-get install festival)")
+def test_festival_voice_reads_a_sentence(tmp_path):
+    voice = {v.speaker: v for v in corpus.VOICES}["festival_kal"]
+    seconds = corpus.synthesise(voice, "Call me at 9:30 on March 3rd.", tmp_path / "f.wav")
+    assert 1.0 < seconds < 6 and sf.info(str(tmp_path / "f.wav")).samplerate == 22050
