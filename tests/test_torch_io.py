@@ -89,3 +89,25 @@ def test_classes_outside_coqui_are_still_refused(tmp_path):
     with pytest.raises(UserError, match="cannot read .*weights_only") as e:
         torch_load(path)
     assert "\n" not in str(e.value)
+
+
+def test_without_torch_the_error_names_the_convert_extra(tmp_path, monkeypatch, capsys):
+    """``pip install -e .`` brings no torch: converting says in one line which extra brings it."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "torch==2.13.0" in extras["convert"]
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    with pytest.raises(UserError, match=r"\.\[convert\]") as err:
+        torch_load(tmp_path / "model.pth")
+    assert "\n" not in str(err.value) and "download.pytorch.org/whl/cpu" in str(err.value)
+    (tmp_path / "model.pth").write_bytes(b"any")
+    from _scripts import load_script
+
+    convert = load_script("convert_xtts_cli", "tools/convert_xtts.py")
+    with pytest.raises(SystemExit) as exit_info:
+        convert.main(["--checkpoint", str(tmp_path / "model.pth"), "-o", str(tmp_path / "gpt.safetensors")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1 and ".[convert]" in lines[0], lines

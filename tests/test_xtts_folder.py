@@ -31,7 +31,7 @@ from test_torch_io import _fake_module, _save_with_classes  # noqa: E402
 from test_speaker_encoder import SMALL as SMALL_ENCODER, random_reference, torch_embedding  # noqa: E402
 from test_xtts_import import MEL_STATS, TINY, XttsGPT, xtts_state_dict  # noqa: E402
 
-from xtts_jax.audio.io import resample  # noqa: E402
+from xtts_jax.audio.io import limit_peak, resample  # noqa: E402
 from xtts_jax.convert.xtts_folder import convert_xtts_folder  # noqa: E402
 from xtts_jax.errors import UserError  # noqa: E402
 from xtts_jax.inference import tts as P  # noqa: E402
@@ -168,7 +168,66 @@ def test_rendered_audio_equals_torch_xtts(xtts, synth):
     sampling = P.SamplingConfig(**P.sampling_defaults(xtts["out"] / "tts.safetensors"), max_new_tokens=12)
     first = synth.codes([row], [cond], jax.random.key(0), sampling)
     assert first == synth.codes([row], [cond], jax.random.key(0), sampling)
-    assert all(0 <= c < TINY.num_audio_codes for c in first[0])
+    assert all(0 <= c <= TINY.audio_start_token for c in first[0])  # coqui's sampler may draw the start token
+
+
+def coqui_greedy_codes(gpt, cond: np.ndarray, row: list[int], penalty: float) -> list[int]:
+    """Greedy audio tokens the way coqui's ``GPT.generate`` asks HF ``generate`` for them, with full
+    recomputation in place of a cache: the stand-in prompt (id 1 for every conditioning and text
+    position, then the audio start) counts for the repetition penalty; at most
+    ``max_gen_mel_tokens = gpt_max_audio_tokens - 1 - 2`` new tokens, where the mel position table
+    has ``gpt_max_audio_tokens + 3`` rows; the start token is not masked; stop ends it."""
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
+    start, stop = TINY.audio_start_token, TINY.audio_stop_token
+    max_gen = (TINY.audio_positions - 3) - 1 - 2
+    stand_in = [1] * (len(cond) + len(row)) + [start]
+    penalise, codes = RepetitionPenaltyLogitsProcessor(penalty), []
+    with torch.no_grad():
+        for _ in range(max_gen):
+            _, logits, _ = gpt(torch.from_numpy(cond)[None], torch.tensor([row]), torch.tensor([[start, *codes]]))
+            scores = penalise(torch.tensor([stand_in + codes]), logits[:, -1])
+            codes.append(int(scores.argmax()))
+            if codes[-1] == stop:
+                return codes[:-1]
+    return codes
+
+
+def test_generation_follows_coqui(xtts, synth, tmp_path):
+    """A converted checkpoint samples as coqui: at most 602 steps at XTTS-v2's size (here 40 - 6)
+    and the audio start token drawable (it then stays in the codes the latents pass reads)."""
+    import copy
+
+    import equinox as eqx
+    import jax
+
+    assert synth.max_new_tokens() == TINY.audio_positions - 6 == 34
+    # a folder converted before the config carried these settings gets them when loaded
+    from xtts_jax.weights import export_safetensors
+
+    old = {k: v for k, v in synth.model.config.to_dict().items() if k not in ("max_new_audio_tokens", "sample_audio_start")}
+    export_safetensors(synth.model, str(tmp_path / "old.safetensors"), {"tts": old, "source": "XTTS-v2 model.pth"})
+    assert P.load_tts(tmp_path / "old.safetensors").config == synth.model.config
+    # a stop token that never wins and a start token that sometimes does, in both models
+    gpt = copy.deepcopy(xtts["gpt"])
+    with torch.no_grad():
+        gpt.mel_head.bias[TINY.audio_stop_token] = -30.0
+        gpt.mel_head.bias[TINY.audio_start_token] = 2.5
+    bias = synth.model.audio_head.bias.at[TINY.audio_stop_token].set(-30.0).at[TINY.audio_start_token].set(2.5)
+    biased = dataclasses.replace(synth, model=eqx.tree_at(lambda m: m.audio_head.bias, synth.model, bias))
+    cond = np.load(xtts["out"] / "speakers" / f"{VOICES[0]}.npy")
+    row = synth.text_row("Hello, world.")
+    settings = {**P.sampling_defaults(xtts["out"] / "tts.safetensors"), "temperature": 0.0}
+    got = biased.codes([row], [cond], jax.random.key(0), P.SamplingConfig(**settings, max_new_tokens=10_000))[0]
+    want = coqui_greedy_codes(gpt, cond, row, settings["repetition_penalty"])
+    assert len(want) == 34 and 0 < want.count(TINY.audio_start_token) < 34, want
+    assert got == want
+    # a drawn start token goes to the latents pass as coqui's: embedded as the start token
+    speaker = np.load(xtts["out"] / "speakers" / f"{VOICES[0]}.decoder.npy")
+    with torch.no_grad():
+        _, _, latents = gpt(torch.from_numpy(cond)[None], torch.tensor([row]), torch.tensor([[TINY.audio_start_token, *got]]))
+        wave = xtts["decoder"](latents, torch.from_numpy(speaker)[None, :, None])[0, 0].numpy()
+    assert _max_diff(biased.render(got, cond, row, speaker), limit_peak(wave)) <= 1e-4
 
 
 def test_conditioning_from_a_recording_equals_torch_xtts(xtts, synth, tmp_path):

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MEL_STATS = tuple(float(x) for x in np.linspace(1.5, 4.0, 20, dtype=np.float32))  # Xtts's mel_stats buffer
 TINY = TTSConfig(gpt=GPTConfig(n_layer=2, n_head=2, n_embd=128), text_vocab_size=300, text_start_token=261,
                  text_stop_token=0, text_positions=24, audio_positions=40, num_audio_codes=32, tokenizer="xtts",
+                 max_new_audio_tokens=34, sample_audio_start=True,  # coqui's generation: 40 - 3 - 1 - 2 steps
                  conditioning=ConditioningConfig(n_mels=20, n_embd=128, n_head=2, n_blocks=2, num_groups=32,
                                                  num_latents=8, perceiver_depth=2, perceiver_heads=2,
                                                  perceiver_head_dim=64, ff_mult=2, chunking="xtts",
@@ -227,11 +228,15 @@ def test_xtts_v2_config_inferred_from_published_shapes():
     """The full-size layout, built on torch's meta device (no memory), infers our xtts-v2 preset."""
     full = dataclasses.replace(PRESETS["xtts-v2"], text_vocab_size=6681, text_start_token=261, text_stop_token=0,
                                tokenizer="xtts", conditioning=dataclasses.replace(
-                                   PRESETS["xtts-v2"].conditioning, mel=XTTS_MEL, chunking="xtts"))
+                                   PRESETS["xtts-v2"].conditioning, mel=XTTS_MEL, chunking="xtts"),
+                               max_new_audio_tokens=602, sample_audio_start=True)
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in xtts_state_dict(XttsGPT(full)).items()}
     assert shapes["gpt.text_embedding.weight"] == (6681, 1024) and shapes["gpt.mel_embedding.weight"] == (1026, 1024)
-    assert infer_config({k: np.broadcast_to(np.float32(0), s) for k, s in shapes.items()}) == full
+    inferred = infer_config({k: np.broadcast_to(np.float32(0), s) for k, s in shapes.items()})
+    assert inferred == full
+    # coqui caps XTTS-v2 at max_gen_mel_tokens = gpt_max_audio_tokens 605 - 1 - 2 = 602 steps; ours at 606 otherwise
+    assert inferred.generation_limit == 602 and PRESETS["xtts-v2"].generation_limit == 606
 
 
 def _state(reference) -> dict:

@@ -58,7 +58,9 @@ def torch_load(path: str | Path, tensor_ok: bool = False) -> dict:
     try:
         import torch
     except ImportError:
-        raise UserError("reading PyTorch checkpoints needs torch: pip install torch==2.13.0") from None
+        raise UserError("reading PyTorch checkpoints (tools/convert_xtts.py) needs torch, the 'convert' extra: "
+                        "pip install -e '.[convert]' (a CPU build: pip install torch==2.13.0 --index-url "
+                        "https://download.pytorch.org/whl/cpu)") from None
     path = check_file(path, "PyTorch checkpoint")
     allowed = {name: stand_in(name) for name in KNOWN_COQUI_CLASSES}
     while True:

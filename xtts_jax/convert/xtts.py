@@ -42,7 +42,7 @@ from xtts_jax.convert.torch_io import float32, xtts_state_dict
 from xtts_jax.errors import UserError
 from xtts_jax.models.conditioning import XTTS_MEL, ConditioningConfig
 from xtts_jax.models.gpt import GPTConfig
-from xtts_jax.models.tts import TTS, TTSConfig
+from xtts_jax.models.tts import TTS, TTSConfig, coqui_generation
 
 PREFIX = "gpt."
 MEL_STATS = "mel_stats"  # Xtts's buffer: the per-channel divisor of the reference log-mel
@@ -127,11 +127,12 @@ def infer_config(state: dict) -> TTSConfig:
             num_latents=_shape(state, _PERC + "latents")[0],
             perceiver_depth=_count(state, _PERC + "layers.{}.0.to_q.weight"),
             perceiver_heads=_heads(inner, "perceiver attention"), perceiver_head_dim=HEAD_DIM, ff_mult=mults[0])
-    return TTSConfig(gpt=GPTConfig(n_layer=n_layer, n_head=_heads(d, "GPT"), n_embd=d), text_vocab_size=n_text,
-                     text_start_token=TEXT_START, text_stop_token=TEXT_STOP,
-                     text_positions=_shape(state, PREFIX + "text_pos_embedding.emb.weight")[0],
-                     audio_positions=_shape(state, PREFIX + "mel_pos_embedding.emb.weight")[0],
-                     num_audio_codes=n_audio - 2, conditioning=conditioning, tokenizer="xtts")
+    return coqui_generation(TTSConfig(
+        gpt=GPTConfig(n_layer=n_layer, n_head=_heads(d, "GPT"), n_embd=d), text_vocab_size=n_text,
+        text_start_token=TEXT_START, text_stop_token=TEXT_STOP,
+        text_positions=_shape(state, PREFIX + "text_pos_embedding.emb.weight")[0],
+        audio_positions=_shape(state, PREFIX + "mel_pos_embedding.emb.weight")[0],
+        num_audio_codes=n_audio - 2, conditioning=conditioning, tokenizer="xtts"))
 
 
 def _linear(take, key: str, d_in: int, d_out: int, bias: bool = True) -> list[np.ndarray]:
@@ -232,7 +233,7 @@ def describe(cfg: TTSConfig) -> str:
              f"text: {cfg.text_vocab_size} tokens (start {cfg.text_start_token}, stop {cfg.text_stop_token}), "
              f"{cfg.text_positions} positions",
              f"audio: {cfg.num_audio_codes} codes (start {cfg.audio_start_token}, stop {cfg.audio_stop_token}), "
-             f"{cfg.audio_positions} positions"]
+             f"{cfg.audio_positions} positions, at most {cfg.generation_limit} generated"]
     if c is not None:
         lines.append(f"conditioning: {c.n_mels} mels, {c.n_blocks} attention blocks of {c.n_head} heads, "
                      f"{c.num_groups} groups; perceiver {c.perceiver_depth} layers, {c.num_latents} latents, "

@@ -218,6 +218,11 @@ def stretch(features: np.ndarray, speed: float) -> np.ndarray:
     return np.asarray(interpolate_linear(np.asarray(features, np.float32), 1.0 / speed))
 
 
+def dvae_codes(codes: Sequence[int], cfg: TTSConfig) -> list[int]:
+    """``codes`` without the audio start tokens a coqui-style sampler may draw (no DVAE code)."""
+    return [t for t in codes if t < cfg.num_audio_codes]
+
+
 def render_dvae_codes(dvae: DVAE, vocoder: Vocoder, codes: Sequence[int], speaker: np.ndarray | None = None,
                       speed: float = 1.0) -> np.ndarray:
     """Waveform of DVAE codes: the DVAE decoder's log-mel (stretched for ``speed``) through a mel ``vocoder``."""
@@ -265,11 +270,15 @@ class Synthesizer:
         return split_sentences(text, limit)
 
     def max_new_tokens(self, requested: int | None = None) -> int:
-        limit = self.model.config.audio_positions - 2  # start and stop take one position each
+        """Sampling steps per sentence: the model's limit (``TTSConfig.generation_limit``: coqui's
+        602 for XTTS-v2 conversions), or ``requested`` when smaller."""
+        limit = self.model.config.generation_limit
         return limit if requested is None else min(requested, limit)
 
     def codes(self, rows: Sequence[list[int]], conds: Sequence[np.ndarray], key, sampling: SamplingConfig) -> list[list[int]]:
-        """Audio codes for text-token rows, row i conditioned on ``conds[i]`` ``[K_i, C]``; one batch."""
+        """Audio codes for text-token rows, row i conditioned on ``conds[i]`` ``[K_i, C]``; one batch.
+        The stop token is left out; the start token appears only where the config lets the sampler
+        draw it (``sample_audio_start``, as coqui's XTTS-v2), and then stays for the latents pass."""
         cfg = self.model.config
         table = np.concatenate(conds)
         dec = TTSDecoder(self.model, jnp.asarray(table))
@@ -278,8 +287,7 @@ class Synthesizer:
         sampling = dataclasses.replace(sampling, stop_token=cfg.audio_stop_token,
                                        max_new_tokens=self.max_new_tokens(sampling.max_new_tokens))
         max_positions = len(table) + cfg.text_positions + cfg.audio_positions
-        out = generate(dec, prompts, key, sampling, max_positions=max_positions, vocab_size=dec.prompt_vocab_size)
-        return [[t for t in row if t < cfg.num_audio_codes] for row in out]
+        return generate(dec, prompts, key, sampling, max_positions=max_positions, vocab_size=dec.prompt_vocab_size)
 
     def render(self, codes: list[int], cond: np.ndarray, text: list[int], speaker: np.ndarray | None = None) -> np.ndarray:
         """Waveform of one sentence's audio codes, scaled down as a whole if it would exceed
@@ -295,7 +303,7 @@ class Synthesizer:
             lat = np.asarray(_latents(self.model, jnp.asarray(cond), jnp.asarray(text, jnp.int32), audio))
             wave = self.vocoder.decode(stretch(lat.T, self.speed).T, speaker)
         else:
-            wave = render_dvae_codes(self.dvae, self.vocoder, codes, speaker, self.speed)
+            wave = render_dvae_codes(self.dvae, self.vocoder, dvae_codes(codes, self.model.config), speaker, self.speed)
         if not np.all(np.isfinite(wave)):
             raise UserError(f"the {self.vocoder.backend} decoder returned {int(np.sum(~np.isfinite(wave)))} "
                             "NaN or infinite samples")
@@ -383,7 +391,7 @@ class Synthesizer:
                 yield np.zeros(int(self.gap_seconds * self.sample_rate), np.float32)
             emitted, codes, gain = 0, [], 1.0
             for piece, done in stream_codes(self.model, cond, row, sub, sampling, chunk_tokens):
-                codes += piece
+                codes += dvae_codes(piece, self.model.config) if windowed else piece
                 first = max(0, emitted // spt - context_tokens) if windowed else 0
                 wave = (render_dvae_codes(self.dvae, self.vocoder, codes[first:], speaker) if windowed
                         else self._decode(codes, cond, row, speaker))
@@ -449,7 +457,6 @@ def stream_codes(model: TTS, cond: np.ndarray, text: list[int], key, sampling: S
         tokens = [int(t) for t in np.asarray(tokens)][: max(0, sampling.max_new_tokens - produced)]
         produced += chunk_tokens
         done = bool(state["done"]) or produced >= sampling.max_new_tokens
-        keep = tokens[: tokens.index(cfg.audio_stop_token)] if cfg.audio_stop_token in tokens else tokens
-        yield [t for t in keep if t < cfg.num_audio_codes], done
+        yield tokens[: tokens.index(cfg.audio_stop_token)] if cfg.audio_stop_token in tokens else tokens, done
         if done:
             return

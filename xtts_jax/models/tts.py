@@ -49,6 +49,13 @@ class TTSConfig:
     # Text tokenizer: "gpt2" (GPT-2 BPE, tiktoken) or "xtts" (an XTTS-v2 vocab.json, carried in
     # the checkpoint's metadata; ``text.xtts_tokenizer``).
     tokenizer: str = "gpt2"
+    # Sampling steps per sentence, the stop token included; 0: every audio position but start and
+    # stop. XTTS-v2 conversions: coqui's max_gen_mel_tokens, gpt_max_audio_tokens - 1 - 2 = 602.
+    max_new_audio_tokens: int = 0
+    # False: the audio start token's logit is masked, so it is never drawn. True for XTTS-v2
+    # conversions, as coqui's HF generate call, which leaves it drawable (drawn, it stays in the
+    # codes the latents pass reads, but is no DVAE code).
+    sample_audio_start: bool = False
 
     def __post_init__(self):
         if self.tokenizer not in ("gpt2", "xtts"):
@@ -59,6 +66,9 @@ class TTSConfig:
             raise UserError("text start/stop tokens must lie inside the text vocabulary")
         if self.text_vocab and len(self.text_vocab) != self.text_vocab_size:
             raise UserError(f"text_vocab lists {len(self.text_vocab)} ids for a {self.text_vocab_size}-row text table")
+        if not 0 <= self.max_new_audio_tokens <= self.audio_positions - 2:
+            raise UserError(f"max_new_audio_tokens {self.max_new_audio_tokens} must lie in [0, "
+                            f"{self.audio_positions - 2}] (the audio positions less start and stop)")
 
     @property
     def audio_vocab_size(self) -> int:
@@ -71,6 +81,12 @@ class TTSConfig:
     @property
     def audio_stop_token(self) -> int:
         return self.num_audio_codes + 1
+
+    @property
+    def generation_limit(self) -> int:
+        """Sampling steps per sentence (stop token included): ``max_new_audio_tokens``, else every
+        audio position but the start and stop token's."""
+        return self.max_new_audio_tokens or self.audio_positions - 2
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -107,6 +123,14 @@ def get_config(name: str, **overrides) -> TTSConfig:
     if name not in PRESETS:
         raise UserError(f"unknown TTS config {name!r}; choose one of {', '.join(PRESETS)}")
     return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def coqui_generation(cfg: TTSConfig) -> TTSConfig:
+    """``cfg`` sampling as coqui's XTTS-v2 does: its mel position table has gpt_max_audio_tokens + 3
+    rows and generation stops after max_gen_mel_tokens = gpt_max_audio_tokens - max_conditioning_inputs
+    (1) - 2 steps (602 for XTTS-v2), handed to HF generate, which does not mask the audio start token."""
+    return dataclasses.replace(cfg, max_new_audio_tokens=max(1, cfg.audio_positions - 3 - 1 - 2),
+                               sample_audio_start=True)
 
 
 def with_text_vocab(cfg: TTSConfig, gpt2_ids) -> TTSConfig:
@@ -292,9 +316,12 @@ class TTSDecoder(eqx.Module):
         return (kv, start), self.audio_logits(h)
 
     def audio_logits(self, h: Float[Array, "... C"]) -> Float[Array, "... Va"]:
-        """Audio-head logits; the start token is never a valid next token, so it cannot be drawn."""
+        """Audio-head logits; the start token is masked (never drawn) unless the config follows
+        coqui's XTTS-v2 sampling, which leaves it drawable (``sample_audio_start``)."""
         m = self.model
         logits = m.head(m.final_norm(h), m.audio_head)
+        if m.config.sample_audio_start:
+            return logits
         return logits.at[..., m.config.audio_start_token].set(-1e9)
 
 
@@ -326,7 +353,10 @@ def save_tts(model: TTS, path: str, metadata: dict | None = None) -> None:
 
 def load_tts(path: str) -> TTS:
     """A TTS model saved by :func:`save_tts` (ours, or an XTTS-v2 conversion)."""
-    from xtts_jax.weights import load_safetensors, read_model_config
+    from xtts_jax.weights import load_safetensors, read_model_config, read_safetensors_metadata
 
-    cfg = TTSConfig.from_dict(read_model_config(path, "tts", "TTS"))
+    saved = read_model_config(path, "tts", "TTS")
+    cfg = TTSConfig.from_dict(saved)
+    if "sample_audio_start" not in saved and read_safetensors_metadata(path).get("source", "").startswith("XTTS-v2"):
+        cfg = coqui_generation(cfg)  # converted before the config carried coqui's sampling limits
     return load_safetensors(eqx.filter_eval_shape(lambda: TTS(cfg, key=jax.random.key(0))), path, "TTS checkpoint")
