@@ -20,6 +20,42 @@ import time
 SIZES = {"gpt2": dict(n_layer=12, n_head=12, n_embd=768), "tiny": dict(n_layer=4, n_head=4, n_embd=128)}
 
 
+def make_step(n_layer: int, n_head: int, n_embd: int, vocab_size: int, block: int, batch: int,
+              device: str = "cpu", compile: bool = False, seed: int = 0):
+    """(step, model): ``step()`` runs one training step of a transformers ``GPT2LMHeadModel`` (SDPA
+    attention, tied embeddings, no dropout) on random tokens: forward (bf16 autocast on CUDA), fp32
+    cross-entropy, backward, clipping at 1.0, AdamW (lr 6e-4, betas 0.9/0.95, weight decay 0.1 on
+    matrices; fused on CUDA), and returns the loss tensor without waiting for it."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cuda = device == "cuda"
+    cfg = GPT2Config(vocab_size=vocab_size, n_positions=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="sdpa",
+                     bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(cfg).to(device)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=6e-4, betas=(0.9, 0.95), fused=cuda)
+    step_model = torch.compile(model) if compile else model
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def step():
+        x = torch.randint(0, vocab_size, (batch, block + 1), generator=gen).to(device, non_blocking=True)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cuda):
+            logits = step_model(input_ids=x[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), x[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return step, model
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default="gpt2", choices=sorted(SIZES))
@@ -31,33 +67,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    cfg = GPT2Config(vocab_size=50304, n_positions=args.block, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                     attn_implementation="sdpa", **SIZES[args.size])
-    model = GPT2LMHeadModel(cfg).to(device)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=6e-4, betas=(0.9, 0.95), fused=cuda)
-    step_model = model if args.no_compile else torch.compile(model)
-    gen = torch.Generator(device="cpu").manual_seed(0)
-
-    def step():
-        x = torch.randint(0, 50257, (args.batch, args.block + 1), generator=gen).to(device, non_blocking=True)
-        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cuda):
-            logits = step_model(input_ids=x[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), x[:, 1:].reshape(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
+    step, model = make_step(**SIZES[args.size], vocab_size=50304, block=args.block, batch=args.batch,
+                            device=device, compile=not args.no_compile)
 
     t0 = time.perf_counter()
     for _ in range(args.warmup):

@@ -15,6 +15,7 @@ compacted to the GPT-2 ids the corpus uses (582 of 50,257), so CPU time goes int
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
     from xtts_jax.train.lm import LMTask, VocabMap, unigram_entropy
     from xtts_jax.train.metrics import peak_flops_for
     from xtts_jax.train.optim import TrainConfig
-    from xtts_jax.train.sharding import MeshConfig
+    from xtts_jax.train.sharding import MeshConfig, devices_per_cpu_core
     from xtts_jax.train.trainer import Trainer, config_from_args
 
     preset = PRESETS[args.preset]
@@ -118,9 +119,11 @@ def main(argv=None) -> int:
         except (OSError, json.JSONDecodeError) as e:
             raise UserError(f"cannot read config file {args.config}: {e}") from None
     out = args.out or preset["out"]
-    train_base = TrainConfig(**preset["train"], out_dir=out,
-                             peak_flops=peak_flops_for(jax.devices()[0]))
-    train_cfg = config_from_args(args, train_base, "", file_cfg.get("train"))
+    train_cfg = config_from_args(args, TrainConfig(**preset["train"], out_dir=out), "", file_cfg.get("train"))
+    if argv is None and not args.distributed:  # a command-line run owns its process (a test's may not)
+        devices_per_cpu_core(train_cfg.batch_size)  # one JAX device per CPU core; before JAX starts
+    if not train_cfg.peak_flops:
+        train_cfg = dataclasses.replace(train_cfg, peak_flops=peak_flops_for(jax.devices()[0]))
     mesh_cfg = config_from_args(args, MeshConfig(), "mesh.", file_cfg.get("mesh"))
 
     data_dir = ensure_data(args, preset)

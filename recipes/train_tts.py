@@ -39,6 +39,7 @@ from xtts_jax.inference.vocoder import Vocoder
 from xtts_jax.models import tts as tts_lib
 from xtts_jax.models.dvae import load_dvae
 from xtts_jax.train.optim import TrainConfig
+from xtts_jax.train.sharding import devices_per_cpu_core
 from xtts_jax.train.trainer import Trainer
 
 
@@ -264,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
+    if argv is None:  # a command-line run owns its process: one JAX device per CPU core (a test's may not)
+        devices_per_cpu_core(args.batch_size)
 
     out = Path(args.out)
     info_path = Path(args.tokens + ".json")

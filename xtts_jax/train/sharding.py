@@ -60,6 +60,28 @@ class MeshConfig:
         return tuple(sizes)
 
 
+def devices_per_cpu_core(batch_size: int) -> int:
+    """Expose the host's CPU cores as separate JAX CPU devices, so the default mesh (data = -1)
+    splits every batch over them: one share of the rows per core. Call before JAX's first
+    computation (recipes call it first thing). On XLA's CPU backend one device kept only about 1.2
+    of 2 cores busy on the demo-size training step; two devices made it 1.16x faster
+    (bench/bench_train_cpu.py). The count is the largest divisor of ``batch_size`` within the usable
+    cores. It only concerns CPU devices: on a GPU host it changes nothing the trainer uses. Leaves
+    an explicit ``--xla_force_host_platform_device_count`` alone, and says nothing once JAX has
+    started (returns 1 then). Returns the count set."""
+    import os
+
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = max(d for d in range(1, cores + 1) if batch_size % d == 0)
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:  # backends already up (a test, a notebook): keep what they have
+        return 1
+    return n
+
+
 def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A ("data", "fsdp", "tensor") mesh over all devices of all processes."""
     devices = list(jax.devices() if devices is None else devices)
