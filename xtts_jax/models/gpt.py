@@ -150,7 +150,9 @@ def _dropout(x: Array, rate: float, key: PRNGKeyArray | None) -> Array:
 
 
 class KVCache(NamedTuple):
-    """Keys and values of every layer for one sequence: each [n_layer, max_len, n_head, head_dim]."""
+    """Keys and values of every layer for one sequence: each [n_layer, n_head, max_len, head_dim].
+    Heads before positions: a decode step's attention then reads each layer's cache as it lies
+    (batched over heads) instead of transposing all of it every step (XLA on CPU did)."""
 
     k: Array
     v: Array
@@ -205,13 +207,13 @@ class CausalSelfAttention(eqx.Module):
         """One new token at ``pos`` against layer ``layer`` of the caches [L, S, H, D]. Only the new
         row is written, in place, so a step moves no more cache than attention reads."""
         q, k, v = self.qkv(x)
-        k_all = jax.lax.dynamic_update_slice(k_all, k[None, None].astype(k_all.dtype), (layer, pos, 0, 0))
-        v_all = jax.lax.dynamic_update_slice(v_all, v[None, None].astype(v_all.dtype), (layer, pos, 0, 0))
-        k_cache, v_cache = k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype)
-        scores = jnp.einsum("hd,shd->hs", q, k_cache, preferred_element_type=jnp.float32) / math.sqrt(q.shape[-1])
-        scores = jnp.where(jnp.arange(k_cache.shape[0]) <= pos, scores, -jnp.inf)
+        k_all = jax.lax.dynamic_update_slice(k_all, k[None, :, None].astype(k_all.dtype), (layer, 0, pos, 0))
+        v_all = jax.lax.dynamic_update_slice(v_all, v[None, :, None].astype(v_all.dtype), (layer, 0, pos, 0))
+        k_cache, v_cache = k_all[layer].astype(q.dtype), v_all[layer].astype(q.dtype)  # [H, S, D]
+        scores = jnp.einsum("hd,hsd->hs", q, k_cache, preferred_element_type=jnp.float32) / math.sqrt(q.shape[-1])
+        scores = jnp.where(jnp.arange(k_cache.shape[1]) <= pos, scores, -jnp.inf)
         probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-        y = jnp.einsum("hs,shd->hd", probs, v_cache)
+        y = jnp.einsum("hs,hsd->hd", probs, v_cache)
         return self.c_proj(y.reshape(x.shape)), k_all, v_all
 
 
@@ -291,8 +293,16 @@ class Transformer(eqx.Module):
 
     def empty_cache(self, max_len: int) -> KVCache:
         cfg = self.config
-        shape = (cfg.n_layer, max_len, cfg.n_head, cfg.head_dim)
+        shape = (cfg.n_layer, cfg.n_head, max_len, cfg.head_dim)
         return KVCache(jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype))
+
+    def prompt_cache(self, kv: tuple[Array, Array], max_len: int) -> KVCache:
+        """A cache of length ``max_len`` holding a prompt's keys and values (each [n_layer, T, H, D],
+        as ``__call__`` returns them) at positions 0..T-1."""
+        cache = self.empty_cache(max_len)
+        k, v = (jnp.swapaxes(a, 1, 2).astype(cache.k.dtype) for a in kv)
+        return KVCache(jax.lax.dynamic_update_slice(cache.k, k, (0, 0, 0, 0)),
+                       jax.lax.dynamic_update_slice(cache.v, v, (0, 0, 0, 0)))
 
 
 def check_tokens(tokens, cfg: GPTConfig, vocab_size: int | None = None, what: str = "token ids") -> None:
@@ -351,11 +361,8 @@ class GPT(eqx.Module):
     # --- KV-cache decoding (see xtts_jax/inference/sampling.py for the loop) ---
     def prefill(self, tokens: Int[Array, " T"], max_len: int) -> tuple[Float[Array, "T V"], KVCache]:
         """Logits of a prompt and a cache of length ``max_len`` holding its keys and values."""
-        h, (k, v) = self.forward(tokens)
-        cache = self.transformer.empty_cache(max_len)
-        k = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (0, 0, 0, 0))
-        v = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (0, 0, 0, 0))
-        return self.logits(h), KVCache(k, v)
+        h, kv = self.forward(tokens)
+        return self.logits(h), self.transformer.prompt_cache(kv, max_len)
 
     def decode_step(self, cache: KVCache, token: Int[Array, ""], pos: Int[Array, ""]):
         """Feed ``token`` at position ``pos``; returns (cache, logits [V]) for the next position."""

@@ -25,7 +25,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from xtts_jax.errors import UserError
 from xtts_jax.models.conditioning import PRESETS as COND_PRESETS, Conditioner, ConditioningConfig
-from xtts_jax.models.gpt import GPT, GPTConfig, KVCache, Transformer
+from xtts_jax.models.gpt import GPT, GPTConfig, Transformer
 from xtts_jax.models.layers import Dense, LayerNorm
 from xtts_jax.text.tokenizer import EOT_ID, VOCAB_SIZE
 
@@ -300,13 +300,10 @@ class TTSDecoder(eqx.Module):
         audio_x = m.audio_embedding[jnp.clip(tokens, 0, A - 1)] + m.audio_pos[audio_pos]
         cond_x = self.cond_table[jnp.clip(tokens - C, 0, self.cond_table.shape[0] - 1)]
         x = jnp.where(is_audio[:, None], audio_x, jnp.where(is_text[:, None], text_x, cond_x))
-        h, (k, v) = m.transformer(x)
-        cache = m.transformer.empty_cache(max_len)
-        k = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (0, 0, 0, 0))
-        v = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (0, 0, 0, 0))
+        h, kv = m.transformer(x)
         # the sequence index of the audio start token: audio position = index - start
         start = jnp.argmax(tokens == m.config.audio_start_token).astype(jnp.int32)
-        return self.audio_logits(h), (KVCache(k, v), start)
+        return self.audio_logits(h), (m.transformer.prompt_cache(kv, max_len), start)
 
     def decode_step(self, cache, token: Int[Array, ""], pos: Int[Array, ""]):
         m = self.model
