@@ -2,6 +2,8 @@
 # Rebuild the shipped CPU demo (xtts_jax/assets/tts_demo) from nothing: speech corpus -> DVAE ->
 # tokens -> TTS -> evaluation (Whisper WER, speaker similarity). Needs `apt-get install flite` and the eval extra.
 # On the 2-core CPU it took: corpus 9 min, DVAE 4 min, tokens 6 min, TTS (2,600 steps) ~80 min.
+# (The TTS time predates the CPU training defaults of issue 23: unrolled layers, blocked attention and one
+# JAX device per core, which train_tts.py applies by itself; bench/bench_train_cpu.py measures the step.)
 #
 #     bash recipes/tts_demo.sh [OUT]            # default OUT: runs/tts_demo
 set -euo pipefail
