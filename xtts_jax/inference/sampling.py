@@ -101,6 +101,15 @@ def _one_hot_seen(tokens: Int[Array, "B P"], valid: Bool[Array, "B P"], vocab: i
     return jax.vmap(lambda r, t, m: r.at[t].max(m))(rows, tokens, valid)
 
 
+def unstack_layers(model):
+    """``model`` with every ``gpt.Transformer`` in it holding one Block per layer, for a decode loop
+    (``Transformer.unstacked``); other models unchanged."""
+    from xtts_jax.models.gpt import Transformer
+
+    is_transformer = lambda m: isinstance(m, Transformer)  # noqa: E731
+    return jax.tree.map(lambda m: m.unstacked() if is_transformer(m) else m, model, is_leaf=is_transformer)
+
+
 @eqx.filter_jit
 def generate_padded(model, prompts, prompt_lengths, key, cfg: SamplingConfig, cache_len: int) -> Generation:
     """The whole sampling loop in one jit, on right-padded prompts ``[B, P]`` with their lengths
@@ -112,6 +121,7 @@ def generate_padded(model, prompts, prompt_lengths, key, cfg: SamplingConfig, ca
     if dtype is not None:
         model = jax.tree.map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model)
     logits_all, cache = jax.vmap(lambda p: model.prefill(p, cache_len))(prompts)
+    model = unstack_layers(model)  # each layer's weights sliced once here, not on every step
     last = jnp.take_along_axis(logits_all, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]
     vocab = last.shape[-1]
     valid = jnp.arange(prompts.shape[1])[None] < prompt_lengths[:, None]

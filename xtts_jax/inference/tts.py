@@ -22,7 +22,7 @@ import numpy as np
 
 from xtts_jax.audio.io import PEAK, limit_peak
 from xtts_jax.errors import UserError
-from xtts_jax.inference.sampling import SamplingConfig, generate, sample_token
+from xtts_jax.inference.sampling import SamplingConfig, generate, sample_token, unstack_layers
 from xtts_jax.inference.vocoder import Vocoder
 from xtts_jax.models.conditioning import condition_from_mels, reference_mels
 from xtts_jax.models.dvae import DVAE
@@ -425,6 +425,7 @@ def _prefill(dec: TTSDecoder, prompt, max_len: int):
 def _decode_chunk(dec: TTSDecoder, state: dict, cfg: SamplingConfig, n: int):
     """``n`` sampling steps of one row from a carried state (cache, logits, pos, seen, key, done)."""
     stop = dec.model.config.audio_stop_token
+    dec = unstack_layers(dec)  # each layer's weights sliced once per chunk, not on every step
 
     def step(s, _):
         key, sub = jax.random.split(s["key"])

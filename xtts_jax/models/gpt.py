@@ -248,8 +248,15 @@ class Block(eqx.Module):
         return x + self.mlp(self.ln_2(x).astype(dtype)).astype(x.dtype), k_all, v_all
 
 
-def _over_layers(blocks: Block, body, carry, xs, n_layer: int, scan: bool):
-    """Run ``body(block, carry, x) -> (carry, y)`` over stacked blocks, under lax.scan or unrolled."""
+def _over_layers(blocks: Block | tuple[Block, ...], body, carry, xs, n_layer: int, scan: bool):
+    """Run ``body(block, carry, x) -> (carry, y)`` over stacked blocks, under lax.scan or unrolled;
+    or over a tuple of blocks (``Transformer.unstacked``), unrolled."""
+    if isinstance(blocks, tuple):
+        ys = []
+        for i, block in enumerate(blocks):
+            carry, y = body(block, carry, jax.tree.map(lambda a: a[i], xs))
+            ys.append(y)
+        return carry, jax.tree.map(lambda *a: jnp.stack(a), *ys)
     params, static = eqx.partition(blocks, eqx.is_array)
     step = lambda c, p_x: body(eqx.combine(p_x[0], static), c, p_x[1])  # noqa: E731
     if scan:
@@ -291,6 +298,15 @@ class Transformer(eqx.Module):
         carry = (x.astype(jnp.float32), cache.k, cache.v)
         (x, k, v), _ = _over_layers(self.blocks, body, carry, jnp.arange(cfg.n_layer), cfg.n_layer, cfg.scan)
         return self.ln_f(x), KVCache(k, v)
+
+    def unstacked(self) -> "Transformer":
+        """The same transformer with one Block per layer (a tuple) instead of stacked parameters.
+        For decode loops: XLA on CPU copies a layer's weights out of the stacked arrays every time
+        it slices them (each step of a while loop), which tripled a decode step's memory traffic;
+        sliced once before the loop, each layer's matrices are read in place."""
+        params, static = eqx.partition(self.blocks, eqx.is_array)
+        blocks = tuple(eqx.combine(jax.tree.map(lambda a: a[i], params), static) for i in range(self.config.n_layer))
+        return eqx.tree_at(lambda t: t.blocks, self, blocks)
 
     def empty_cache(self, max_len: int) -> KVCache:
         cfg = self.config
