@@ -52,7 +52,7 @@ class Split:
 
 
 def load_split(stem: str, cfg: tts_lib.TTSConfig, ref_frames: int, limit: int | None, tokenizer=None,
-               language: str = "en") -> Split:
+               language: str = "en", spell_fraction: float = 0.0) -> Split:
     """The utterances of STEM that fit ``cfg``, with the reference mel the conditioning encoder reads
     (``cfg.conditioning``'s mel settings and norms). ``tokenizer``: an XTTS-v2 checkpoint's, reading
     the text as ``language``."""
@@ -68,7 +68,9 @@ def load_split(stem: str, cfg: tts_lib.TTSConfig, ref_frames: int, limit: int | 
     mels = []
     for r in rows:
         try:
-            text = pipeline.text_tokens(r["text"], cfg, tokenizer, language) if r["text"].strip() else None
+            rng = np.random.default_rng([len(out.text), 1234]) if spell_fraction else None  # fixed per row
+            text = (pipeline.text_tokens(r["text"], cfg, tokenizer, language, spell_fraction, rng)
+                    if r["text"].strip() else None)
         except UserError:  # a sentence longer than the text positions: skipped
             text = None
         audio = codes[r["offset"]: r["offset"] + r["length"]].tolist()
@@ -241,9 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-tokens", help="held-out stem (default: eval beside --tokens)")
     ap.add_argument("--dvae", help="dvae.safetensors (default: the one STEM.json names)")
     ap.add_argument("--preset", default="small", choices=sorted(tts_lib.PRESETS))
-    ap.add_argument("--text-vocab", default="gpt2", choices=["gpt2", "corpus"],
-                    help="text table: all 50,257 GPT-2 ids, or only those the training sentences use "
-                    "(a small demo model; other words are then refused with a clear error)")
+    ap.add_argument("--text-vocab", default="gpt2", choices=["gpt2", "corpus", "phonemes"],
+                    help="text table: all 50,257 GPT-2 ids, only those the training sentences use "
+                    "(a small demo model; other words are then refused with a clear error), or phonemes "
+                    "(CMUdict phonemes and letters: any English sentence)")
+    ap.add_argument("--spell-fraction", type=float, default=0.05,
+                    help="with --text-vocab phonemes: share of training words spelled as letters, which "
+                    "teaches the model to read words the dictionary lacks")
+    ap.add_argument("--speaker-dim", type=int, default=0,
+                    help="width of the speaker vectors at the interface (0: the model's n_embd); wider "
+                    "vectors are projected, so a small model takes 1024-d vectors as XTTS-v2")
     ap.add_argument("--init-gpt", help="a Hugging Face GPT-2 folder or a text LM run's model.safetensors "
                     "whose blocks and text tables start the model")
     ap.add_argument("--init", help="a tts.safetensors to fine-tune: its config (size, text vocabulary, "
@@ -293,9 +302,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.text_vocab == "corpus" and not args.init:
         cfg = tts_lib.with_text_vocab(cfg, corpus_text_ids(args.tokens, args.max_utterances))
         print(f"compact text vocabulary: {cfg.text_vocab_size} GPT-2 ids")
+    if args.text_vocab == "phonemes" and not args.init:
+        cfg = tts_lib.with_phonemes(cfg)
+    if not 0 <= args.spell_fraction < 1:
+        raise UserError(f"--spell-fraction {args.spell_fraction} must lie in [0, 1)")
+    if args.speaker_dim and not args.init:
+        cfg = tts_lib.with_speaker_dim(cfg, args.speaker_dim)
     ref_mel = cfg.conditioning.mel_config
     ref_frames = ref_mel.n_frames(int(args.ref_seconds * ref_mel.sample_rate))
-    train = load_split(args.tokens, cfg, ref_frames, args.max_utterances, text_tokenizer, args.language)
+    train = load_split(args.tokens, cfg, ref_frames, args.max_utterances, text_tokenizer, args.language,
+                       args.spell_fraction if cfg.tokenizer == "phonemes" else 0.0)
     held = load_split(args.eval_tokens or str(Path(args.tokens).with_name("eval")), cfg, ref_frames, None,
                       text_tokenizer, args.language)
     # rows padded to a multiple of 16 positions, but never past the model's (XTTS-v2: 402 and 605)

@@ -38,7 +38,7 @@ def test_demo_is_small_and_complete(card, synth):
     assert (DEMO / "MODEL_CARD.md").is_file()
     speakers = sorted(p.stem for p in (DEMO / "speakers").glob("*.npy"))
     assert speakers == sorted(card["speakers"]) and len(speakers) >= 2
-    d = synth.model.config.gpt.n_embd
+    d = synth.model.config.speaker_width
     for name in speakers:
         emb = P.load_speaker_embedding(DEMO / "speakers" / f"{name}.npy", d)
         assert emb.shape[1] == d
@@ -52,7 +52,7 @@ def test_demo_speaks_held_out_sentences_intelligibly(card, synth):
 
     texts = card["heldout_sentences"][:4]
     voices = card["speakers"][:2]
-    d = synth.model.config.gpt.n_embd
+    d = synth.model.config.speaker_width
     conds = [P.load_speaker_embedding(DEMO / "speakers" / f"{voices[i % 2]}.npy", d) for i in range(len(texts))]
     sampling = SamplingConfig(**P.sampling_defaults(DEMO / "tts.safetensors"), max_new_tokens=synth.max_new_tokens())
     waves = synth.synthesize(texts, conds, jax.random.key(0), sampling)

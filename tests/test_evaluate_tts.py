@@ -35,7 +35,7 @@ def corpus(tmp_path_factory) -> Path:
     sampling = SamplingConfig(**P.sampling_defaults(DEMO / "tts.safetensors"), max_new_tokens=synth.max_new_tokens())
     rows = []
     for v in VOICES:
-        cond = P.load_speaker_embedding(DEMO / "speakers" / f"{v}.npy", model.config.gpt.n_embd)
+        cond = P.load_speaker_embedding(DEMO / "speakers" / f"{v}.npy", model.config.speaker_width)
         waves = synth.synthesize(TEXTS, [cond] * len(TEXTS), jax.random.key(len(rows)), sampling)
         for i, (t, w) in enumerate(zip(TEXTS, waves)):
             save_audio(root / f"{v}_{i}.wav", w, synth.sample_rate)

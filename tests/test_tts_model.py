@@ -1,6 +1,8 @@
 """TTS model: shapes, padding invariance, XTTS loss against numpy, cached decode == full recompute,
 per-row stopping, GPT init."""
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -201,3 +203,50 @@ def test_recipe_length_buckets_pad_less_and_stay_pure():
                 assert width == -(-max(len(audio[i]) for i in b.buckets[bucket]) // 16) * 16
     assert len(four.buckets) == 4 and four.widths == sorted(four.widths) and four.widths[0] < widest
     assert slots[4] < 0.8 * slots[1]
+
+
+def test_wide_speaker_vectors_are_projected_and_cached_decode_still_equals_recompute():
+    from xtts_jax.models.conditioning import PRESETS as COND
+    from xtts_jax.models.tts import with_speaker_dim
+
+    base = get_config("tiny", text_vocab_size=40, text_start_token=1, text_stop_token=2, conditioning=COND["tiny"])
+    cfg = with_speaker_dim(base, 1024)
+    model = random_tts(cfg, seed=4, std=0.08)
+    assert cfg.speaker_width == 1024 and model.speaker_in.weight.shape == (1024, 64)
+    mel = jnp.asarray(np.random.default_rng(0).standard_normal((80, 40)), jnp.float32)
+    assert model.conditioner(mel).shape == (cfg.conditioning.num_latents, 1024)  # the interface is 1024-d
+    conds = [np.asarray(jax.random.normal(jax.random.key(i), (k, 1024)), np.float32) for i, k in ((5, 3), (6, 1))]
+    dec, prompts = _decoder(model, conds)
+    rows = _generate(dec, prompts, SamplingConfig(temperature=0.0, max_new_tokens=8))
+    for cond, text, row in zip(conds, TEXTS, rows):
+        audio = np.zeros(9, np.int32)
+        audio[0], audio[1:] = START, row
+        logits = np.array(_forward(model, cond, jnp.array(text), jnp.array(audio)).audio_logits)
+        logits[:, START] = -np.inf
+        assert logits[:8].argmax(-1).tolist() == row
+    # the projection is what the vectors go through: another projection, other tokens
+    other = eqx.tree_at(lambda m: m.speaker_in.weight, model, -model.speaker_in.weight)
+    assert _generate(TTSDecoder(other, dec.cond_table), prompts, SamplingConfig(temperature=0.0, max_new_tokens=8)) != rows
+    # a model without it keeps XTTS-v2's layout: no projection, conditioner at n_embd
+    assert random_tts(base).speaker_in is None and base.speaker_width == 64
+    with pytest.raises(ValueError, match="1024-d"):
+        dataclasses.replace(cfg, speaker_dim=0)
+
+
+def test_phoneme_models_read_any_sentence_and_keep_their_text_table_on_gpt_init(model):
+    from xtts_jax.inference.tts import text_tokens
+    from xtts_jax.models.tts import with_phonemes
+    from xtts_jax.text import phonemes
+
+    cfg = with_phonemes(get_config("tiny", conditioning=None))
+    assert cfg.text_vocab_size == phonemes.VOCAB_SIZE and cfg.text_start_token == cfg.text_stop_token == 0
+    ids = text_tokens("Call Dr. Zorbly at 9:30, OK?", cfg)
+    assert ids[0] == ids[-1] == 0 and all(0 < i < cfg.text_vocab_size for i in ids[1:-1])
+    tts = random_tts(cfg, seed=2)
+    gcfg = gpt_config("nano", n_layer=2, n_head=4, n_embd=64, vocab_size=200, block_size=16)
+    gpt = eqx.filter_eval_shape(lambda: GPT(gcfg, key=jax.random.key(0)))
+    gpt = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype) if isinstance(s, jax.ShapeDtypeStruct) else s, gpt,
+                       is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
+    init = init_from_gpt(tts, gpt)
+    np.testing.assert_array_equal(init.text_embedding, tts.text_embedding)  # GPT-2 rows mean nothing here
+    np.testing.assert_array_equal(init.text_pos[:16], gpt.wpe)

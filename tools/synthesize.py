@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     speaker_file = None
     if args.speaker is not None:
         speaker_file = speaker_path(args.speaker, args.checkpoint)
-        cond = pipeline.load_speaker_embedding(speaker_file, model.config.gpt.n_embd)
+        cond = pipeline.load_speaker_embedding(speaker_file, model.config.speaker_width)
     else:
         cond = pipeline.speaker_from_wavs(model, args.speaker_wav)
     dvae_path = args.dvae or str(Path(args.checkpoint).with_name("dvae.safetensors"))

@@ -160,7 +160,7 @@ def model_speech(items: list[Item], synth, sampling, key, conditioning: str = "c
         missing = sorted({it.speaker for it in items if not (voices_dir / f"{it.speaker}.npy").is_file()})
         if missing:
             raise UserError(f"no shipped voice for speaker(s) {', '.join(missing)} in {voices_dir}")
-        cond = {s: load_speaker_embedding(voices_dir / f"{s}.npy", model.config.gpt.n_embd)
+        cond = {s: load_speaker_embedding(voices_dir / f"{s}.npy", model.config.speaker_width)
                 for s in {it.speaker for it in items}}
         conds = [cond[it.speaker] for it in items]
     else:

@@ -27,7 +27,7 @@ from xtts_jax.inference.vocoder import Vocoder
 from xtts_jax.models.conditioning import condition_from_mels, reference_mels
 from xtts_jax.models.dvae import DVAE
 from xtts_jax.models.tts import TTS, TTSConfig, TTSDecoder, load_tts, save_tts  # noqa: F401 (the pipeline's loaders)
-from xtts_jax.text import tokenizer
+from xtts_jax.text import phonemes, tokenizer
 from xtts_jax.text.vocab import VocabMap, refuse_unknown
 
 # XTTS-v2's inference defaults (repetition penalty over the generated audio tokens only)
@@ -173,14 +173,18 @@ def load_text_tokenizer(path: str | Path, cfg: TTSConfig):
     return XttsTokenizer.from_str(vocab)
 
 
-def text_tokens(sentence: str, cfg: TTSConfig, tokenizer=None, language: str = "en") -> list[int]:
+def text_tokens(sentence: str, cfg: TTSConfig, tokenizer=None, language: str = "en",
+                spell_fraction: float = 0.0, rng: np.random.Generator | None = None) -> list[int]:
     """``[start, tokens..., stop]`` for one sentence, or a UserError if a token is unknown or it
     cannot fit the text positions. GPT-2 BPE (renumbered into ``cfg.text_vocab`` when the model
-    has a compact table), or ``tokenizer`` (an XTTS-v2 ``XttsTokenizer``) in ``language``."""
+    has a compact table), ``tokenizer`` (an XTTS-v2 ``XttsTokenizer``) in ``language``, or
+    phonemes (``text.phonemes``; ``spell_fraction`` and ``rng``: training's spelled words)."""
     if cfg.tokenizer == "xtts":
         if tokenizer is None:
             raise UserError("this model reads XTTS-v2 text tokens: load its tokenizer with load_text_tokenizer")
         ids = tokenizer.encode(sentence, language)
+    elif cfg.tokenizer == "phonemes":
+        ids = phonemes.encode(sentence, spell_fraction, rng)
     else:
         ids = _gpt2_ids(sentence, cfg)
     if len(ids) + 2 > cfg.text_positions:

@@ -54,6 +54,9 @@ class ConditioningConfig:
     # first max_seconds cut into chunk_seconds pieces, a last piece kept if >= 0.33 s.
     chunking: str = "whole"
     max_ref_seconds: float = 30.0
+    # Width of the vectors handed out (the speaker interface): 0 is n_embd (XTTS-v2: 1024 both);
+    # else a linear map from the perceiver's n_embd, so a narrow model still speaks 1024-d vectors.
+    out_dim: int = 0
 
     def __post_init__(self):
         if self.n_embd % self.n_head or self.n_embd % self.num_groups:
@@ -65,6 +68,11 @@ class ConditioningConfig:
             raise UserError(f"mel_norms has {len(self.mel_norms)} values for {self.n_mels} mels")
         if self.chunking not in CHUNKING:
             raise UserError(f"conditioning chunking {self.chunking!r} is not one of {', '.join(CHUNKING)}")
+
+    @property
+    def width(self) -> int:
+        """Width of the conditioning vectors this encoder returns."""
+        return self.out_dim or self.n_embd
 
     @property
     def mel_config(self) -> MelConfig:
@@ -192,21 +200,26 @@ class PerceiverResampler(eqx.Module):
 
 
 class Conditioner(eqx.Module):
-    """Reference mel chunks -> averaged ``[num_latents, n_embd]`` conditioning vectors."""
+    """Reference mel chunks -> averaged ``[num_latents, width]`` conditioning vectors."""
 
     encoder: ConditioningEncoder
     perceiver: PerceiverResampler
+    out: Dense | None  # n_embd -> out_dim, when the interface is wider than the encoder
     config: ConditioningConfig = eqx.field(static=True)
 
     def __init__(self, cfg: ConditioningConfig, *, key: PRNGKeyArray):
         k1, k2 = jax.random.split(key)
+        k3 = jax.random.fold_in(key, 2)  # a third key that leaves the first two as they always were
         self.encoder = ConditioningEncoder(cfg, key=k1)
         self.perceiver = PerceiverResampler(cfg, key=k2)
+        self.out = Dense(cfg.n_embd, cfg.width, bias=False, std=1 / math.sqrt(cfg.n_embd), key=k3) \
+            if cfg.width != cfg.n_embd else None
         self.config = cfg
 
     def __call__(self, mel: Float[Array, "n_mels T"]) -> Float[Array, "N C"]:
         """Latents of one reference chunk."""
-        return self.perceiver(self.encoder(mel).T)
+        latents = self.perceiver(self.encoder(mel).T)
+        return latents if self.out is None else self.out(latents)
 
     def from_chunks(self, chunks: Float[Array, "K n_mels T"]) -> Float[Array, "N C"]:
         """Mean of the chunks' latents (XTTS-v2 averages its 4-second chunks)."""

@@ -30,6 +30,7 @@ from xtts_jax.models.layers import Dense, LayerNorm
 from xtts_jax.text.tokenizer import EOT_ID, VOCAB_SIZE
 
 TEXT_LOSS_WEIGHT = 0.01  # as XTTS-v2: loss = 0.01 * text CE + audio CE
+TOKENIZERS = ("gpt2", "xtts", "phonemes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +47,14 @@ class TTSConfig:
     audio_positions: int = 608
     num_audio_codes: int = 1024
     conditioning: ConditioningConfig | None = ConditioningConfig()
-    # Text tokenizer: "gpt2" (GPT-2 BPE, tiktoken) or "xtts" (an XTTS-v2 vocab.json, carried in
-    # the checkpoint's metadata; ``text.xtts_tokenizer``).
+    # Text tokenizer: "gpt2" (GPT-2 BPE, tiktoken), "xtts" (an XTTS-v2 vocab.json, carried in
+    # the checkpoint's metadata; ``text.xtts_tokenizer``) or "phonemes" (``text.phonemes``: CMUdict
+    # phonemes, letters for other words; any English sentence).
     tokenizer: str = "gpt2"
+    # Width of the speaker conditioning vectors at the interface (emb.npy, the conditioner's
+    # output): 0 is the GPT's n_embd (XTTS-v2: 1024); wider, they are projected to n_embd as they
+    # enter the sequence, so every model takes the same 1024-d vectors.
+    speaker_dim: int = 0
     # Sampling steps per sentence, the stop token included; 0: every audio position but start and
     # stop. XTTS-v2 conversions: coqui's max_gen_mel_tokens, gpt_max_audio_tokens - 1 - 2 = 602.
     max_new_audio_tokens: int = 0
@@ -58,10 +64,11 @@ class TTSConfig:
     sample_audio_start: bool = False
 
     def __post_init__(self):
-        if self.tokenizer not in ("gpt2", "xtts"):
-            raise UserError(f"TTS tokenizer {self.tokenizer!r} is not gpt2 or xtts")
-        if self.conditioning is not None and self.conditioning.n_embd != self.gpt.n_embd:
-            raise UserError(f"conditioning n_embd {self.conditioning.n_embd} differs from the GPT's {self.gpt.n_embd}")
+        if self.tokenizer not in TOKENIZERS:
+            raise UserError(f"TTS tokenizer {self.tokenizer!r} is not one of {', '.join(TOKENIZERS)}")
+        if self.conditioning is not None and self.conditioning.width != self.speaker_width:
+            raise UserError(f"the conditioning encoder gives {self.conditioning.width}-d vectors, "
+                            f"the model reads {self.speaker_width}-d")
         if max(self.text_start_token, self.text_stop_token) >= self.text_vocab_size:
             raise UserError("text start/stop tokens must lie inside the text vocabulary")
         if self.text_vocab and len(self.text_vocab) != self.text_vocab_size:
@@ -69,6 +76,11 @@ class TTSConfig:
         if not 0 <= self.max_new_audio_tokens <= self.audio_positions - 2:
             raise UserError(f"max_new_audio_tokens {self.max_new_audio_tokens} must lie in [0, "
                             f"{self.audio_positions - 2}] (the audio positions less start and stop)")
+
+    @property
+    def speaker_width(self) -> int:
+        """Width of the conditioning vectors the model takes."""
+        return self.speaker_dim or self.gpt.n_embd
 
     @property
     def audio_vocab_size(self) -> int:
@@ -144,6 +156,21 @@ def with_text_vocab(cfg: TTSConfig, gpt2_ids) -> TTSConfig:
                                text_vocab=vocab.ids)
 
 
+def with_phonemes(cfg: TTSConfig) -> TTSConfig:
+    """``cfg`` reading ``text.phonemes`` ids: a table of phonemes, letters and punctuation (101
+    rows), id 0 starting and ending each sentence."""
+    from xtts_jax.text import phonemes
+
+    return dataclasses.replace(cfg, tokenizer="phonemes", text_vocab_size=phonemes.VOCAB_SIZE, text_vocab=(),
+                               text_start_token=phonemes.STOP_ID, text_stop_token=phonemes.STOP_ID)
+
+
+def with_speaker_dim(cfg: TTSConfig, speaker_dim: int) -> TTSConfig:
+    """``cfg`` taking ``speaker_dim``-wide conditioning vectors (its conditioner gives them too)."""
+    cond = cfg.conditioning and dataclasses.replace(cfg.conditioning, out_dim=speaker_dim)
+    return dataclasses.replace(cfg, speaker_dim=speaker_dim, conditioning=cond)
+
+
 def _embed(n: int, d: int, key: PRNGKeyArray) -> Array:
     return 0.02 * jax.random.normal(key, (n, d), jnp.float32)
 
@@ -164,11 +191,14 @@ class TTS(eqx.Module):
     text_head: Dense
     audio_head: Dense
     conditioner: Conditioner | None
+    speaker_in: Dense | None  # speaker_dim -> n_embd, for a model narrower than its speaker vectors
     config: TTSConfig = eqx.field(static=True)
 
     def __init__(self, cfg: TTSConfig, *, key: PRNGKeyArray):
         k = jax.random.split(key, 8)
         d = cfg.gpt.n_embd
+        self.speaker_in = Dense(cfg.speaker_width, d, bias=True, std=cfg.speaker_width ** -0.5,
+                                key=jax.random.fold_in(key, 8)) if cfg.speaker_width != d else None
         self.text_embedding = _embed(cfg.text_vocab_size, d, k[0])
         self.text_pos = _embed(cfg.text_positions, d, k[1])
         self.audio_embedding = _embed(cfg.audio_vocab_size, d, k[2])
@@ -195,7 +225,7 @@ class TTS(eqx.Module):
         unpadded forward."""
         n_cond, n_text, n_audio = cond.shape[0], text.shape[0], audio.shape[0]
         x = jnp.concatenate([
-            cond.astype(jnp.float32),
+            self.speaker_vectors(cond),
             self.text_embedding[text] + self.text_pos[:n_text],
             self.audio_embedding[audio] + self.audio_pos[:n_audio],
         ])
@@ -213,6 +243,11 @@ class TTS(eqx.Module):
         h = self.final_norm(h)
         h_text, h_audio = h[n_cond:n_cond + n_text], h[n_cond + n_text:]
         return TTSOutput(self.head(h_text, self.text_head), self.head(h_audio, self.audio_head), h_audio)
+
+    def speaker_vectors(self, cond: Float[Array, "K S"]) -> Float[Array, "K C"]:
+        """Conditioning vectors as they enter the sequence: projected to n_embd when wider."""
+        cond = cond.astype(jnp.float32)
+        return cond if self.speaker_in is None else self.speaker_in(cond)
 
     def condition(self, chunks: Float[Array, "K n_mels T"]) -> Float[Array, "N C"]:
         if self.conditioner is None:
@@ -240,7 +275,8 @@ def tts_loss(model: TTS, cond: Float[Array, "K C"], text: Int[Array, " Tt"], tex
 
 def init_from_gpt(model: TTS, gpt: GPT, token_ids=None) -> TTS:
     """Copy a trained GPT's blocks and final LayerNorm, and its token and position embeddings into
-    the text tables, e.g. from a TinyStories run or Hugging Face GPT-2. ``token_ids[i]``: the text
+    the text tables (the token rows only for a model that reads GPT-2 ids), e.g. from a TinyStories
+    run or Hugging Face GPT-2. ``token_ids[i]``: the text
     id of the GPT's row i, for a GPT trained on a compacted vocabulary (``train.lm.VocabMap``)."""
     a, b = model.config.gpt, gpt.config
     if (a.n_layer, a.n_embd, a.n_head, a.mlp_activation, a.bias) != (b.n_layer, b.n_embd, b.n_head, b.mlp_activation, b.bias):
@@ -257,6 +293,8 @@ def init_from_gpt(model: TTS, gpt: GPT, token_ids=None) -> TTS:
     ids = jnp.arange(b.vocab_size) if token_ids is None else jnp.asarray(token_ids)
     keep = ids < n_vocab
     text = model.text_embedding.at[jnp.where(keep, ids, n_vocab)].set(gpt.wte[: len(ids)], mode="drop")
+    if model.config.tokenizer != "gpt2":  # phonemes or XTTS ids: the GPT's token rows mean other things
+        text = model.text_embedding
     n_pos = min(model.text_pos.shape[0], gpt.wpe.shape[0])
     pos = model.text_pos.at[:n_pos].set(gpt.wpe[:n_pos])
     return eqx.tree_at(lambda m: (m.transformer, m.text_embedding, m.text_pos), model, (transformer, text, pos))
@@ -298,7 +336,7 @@ class TTSDecoder(eqx.Module):
         audio_pos = jnp.clip(jnp.cumsum(is_audio) - 1, 0, m.audio_pos.shape[0] - 1)
         text_x = m.text_embedding[jnp.clip(tokens - A, 0, C - A - 1)] + m.text_pos[text_pos]
         audio_x = m.audio_embedding[jnp.clip(tokens, 0, A - 1)] + m.audio_pos[audio_pos]
-        cond_x = self.cond_table[jnp.clip(tokens - C, 0, self.cond_table.shape[0] - 1)]
+        cond_x = m.speaker_vectors(self.cond_table[jnp.clip(tokens - C, 0, self.cond_table.shape[0] - 1)])
         x = jnp.where(is_audio[:, None], audio_x, jnp.where(is_text[:, None], text_x, cond_x))
         h, kv = m.transformer(x)
         # the sequence index of the audio start token: audio position = index - start
