@@ -87,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
+    from xtts_jax import compile_cache
     from xtts_jax.inference.vocoder import Vocoder, load_vocoder
     from xtts_jax.models.dvae import load_dvae
+
+    compile_cache.enable()
 
     dvae = vocoder = synth = sampling = None
     if {"mel", "dvae", "model"} & set(args.rungs):

@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
+    from xtts_jax import compile_cache
     from xtts_jax.inference.tts import decoder_speaker_from_wavs, load_tts, speaker_from_wavs
 
+    compile_cache.enable()
     model = load_tts(args.checkpoint)
     emb = speaker_from_wavs(model, args.wavs)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -124,11 +124,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
+    from xtts_jax import compile_cache
     from xtts_jax.audio.io import save_audio
     from xtts_jax.inference import tts as pipeline
     from xtts_jax.inference.vocoder import Vocoder, load_vocoder
     from xtts_jax.models.dvae import load_dvae
 
+    compile_cache.enable()  # a second run loads the sampler and decoder instead of compiling them
     model = pipeline.load_tts(args.checkpoint)
     tokenizer = pipeline.load_text_tokenizer(args.checkpoint, model.config)
     if tokenizer is not None:
