@@ -126,6 +126,11 @@ PRESETS: dict[str, TTSConfig] = {
     "demo": TTSConfig(gpt=GPTConfig(n_layer=6, n_head=4, n_embd=192), text_positions=64,
                       audio_positions=320, conditioning=dataclasses.replace(
                           COND_PRESETS["tiny"], n_embd=192, n_head=4, num_groups=16, num_latents=16)),
+    # The demo's width with room for phoneme text (a 25-word sentence is about 100 phonemes) and
+    # 18 s of audio: the size the open-vocabulary CPU model is tried at.
+    "cpu": TTSConfig(gpt=GPTConfig(n_layer=6, n_head=4, n_embd=192), text_positions=192,
+                     audio_positions=400, conditioning=dataclasses.replace(
+                         COND_PRESETS["tiny"], n_embd=192, n_head=4, num_groups=16, num_latents=16)),
     "tiny": TTSConfig(gpt=GPTConfig(n_layer=2, n_head=4, n_embd=64), text_positions=64,
                       audio_positions=128, num_audio_codes=32, conditioning=COND_PRESETS["tiny"]),
 }
