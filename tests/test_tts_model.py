@@ -11,7 +11,6 @@ import pytest
 
 from xtts_jax.inference.sampling import SamplingConfig, generate
 from xtts_jax.inference.tts import random_tts
-from xtts_jax.inference.tts import random_tts
 from xtts_jax.models.gpt import GPT
 from xtts_jax.models.gpt import get_config as gpt_config
 from xtts_jax.models.tts import TTSDecoder, get_config, init_from_gpt, logical_axes, tts_loss

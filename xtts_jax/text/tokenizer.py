@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import re
 from pathlib import Path
 
 import tiktoken
