@@ -134,3 +134,25 @@ def test_config_round_trip_and_checks():
         dataclasses.replace(CFG, mel_norms=(1.0, 2.0))
     with pytest.raises(UserError, match="chunking"):
         dataclasses.replace(CFG, chunking="overlap")
+
+
+def test_cpu_attention_equals_dot_product_attention_with_gradients():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from xtts_jax.models.conditioning import _attend
+
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.standard_normal((t, 4 * 8)), jnp.float32) for t in (5, 7, 7))
+
+    def reference(q, k, v):
+        split = lambda t: t.reshape(t.shape[0], 4, -1)  # noqa: E731
+        return jax.nn.dot_product_attention(split(q), split(k), split(v), implementation="xla").reshape(q.shape[0], -1)
+
+    np.testing.assert_allclose(_attend(q, k, v, 4), reference(q, k, v), atol=1e-5)
+    loss = lambda f: (lambda *a: jnp.sum(jnp.sin(f(*a))))  # noqa: E731
+    got = jax.grad(loss(lambda *a: _attend(*a, 4)), argnums=(0, 1, 2))(q, k, v)
+    want = jax.grad(loss(reference), argnums=(0, 1, 2))(q, k, v)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-5)

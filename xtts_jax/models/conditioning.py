@@ -105,10 +105,18 @@ XTTS_MIN_CHUNK_SECONDS = 0.33  # a shorter last piece is skipped, as XTTS-v2
 
 
 def _attend(q: Array, k: Array, v: Array, n_head: int) -> Array:
-    """Softmax attention without a mask. q [Tq, H*D], k/v [Tk, H*D] -> [Tq, H*D]."""
+    """Softmax attention without a mask. q [Tq, H*D], k/v [Tk, H*D] -> [Tq, H*D].
+
+    On CPU as two einsums around a float32 softmax: XLA's CPU backend has no fused attention, and
+    this form trains the conditioning encoder faster than ``jax.nn.dot_product_attention``'s path
+    (bench/bench_train_cpu.py --shapes tts); elsewhere that function, which may pick a fused kernel."""
     split = lambda t: t.reshape(t.shape[0], n_head, -1)  # noqa: E731
-    y = jax.nn.dot_product_attention(split(q), split(k), split(v))
-    return y.reshape(q.shape[0], -1)
+    q, k, v = split(q), split(k), split(v)
+    if jax.default_backend() != "cpu":
+        return jax.nn.dot_product_attention(q, k, v).reshape(q.shape[0], -1)
+    s = jnp.einsum("qhd,khd->hqk", q * (1 / math.sqrt(q.shape[-1])), k, preferred_element_type=jnp.float32)
+    p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+    return jnp.einsum("hqk,khd->qhd", p, v).reshape(q.shape[0], -1)
 
 
 class AttentionBlock(eqx.Module):
