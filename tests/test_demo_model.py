@@ -6,18 +6,18 @@ score can fail.
 """
 
 import json
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+from xtts_jax.assets import TTS_DEMO
 from xtts_jax.inference import tts as P
 from xtts_jax.inference.sampling import SamplingConfig
 from xtts_jax.inference.vocoder import Vocoder
 from xtts_jax.models.dvae import load_dvae
 
-DEMO = Path(__file__).resolve().parents[1] / "xtts_jax" / "assets" / "tts_demo"
+DEMO = TTS_DEMO.parent
 
 
 @pytest.fixture(scope="module")

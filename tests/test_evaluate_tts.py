@@ -14,12 +14,13 @@ import pytest
 
 from tests._scripts import load_script
 from xtts_jax.audio.io import save_audio
+from xtts_jax.assets import TTS_DEMO
 from xtts_jax.inference import tts as P
 from xtts_jax.inference.sampling import SamplingConfig
 from xtts_jax.inference.vocoder import Vocoder
 from xtts_jax.models.dvae import load_dvae
 
-DEMO = Path(__file__).resolve().parents[1] / "xtts_jax" / "assets" / "tts_demo"
+DEMO = TTS_DEMO.parent
 TEXTS = ["One day, Lucy wanted to bake a cake with Anna.", "Anna and Max were best friends forever.",
          "They learned that it is fun to play together."]
 VOICES = ["flite_awb", "flite_slt"]

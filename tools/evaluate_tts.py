@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
+from xtts_jax.assets import TTS_DEMO  # noqa: E402
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
 from xtts_jax.inference.flags import add_sampling_flags, sampling_from_flags  # noqa: E402
 
-DEMO = ROOT / "xtts_jax" / "assets" / "tts_demo" / "tts.safetensors"
 
 
 def parse_args(argv):
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     dvae = vocoder = synth = sampling = None
     if {"mel", "dvae", "model"} & set(args.rungs):
         beside = Path(args.checkpoint).with_name("dvae.safetensors") if args.checkpoint else None
-        dvae_path = args.dvae or (str(beside) if beside and beside.is_file() else str(DEMO.with_name("dvae.safetensors")))
+        dvae_path = args.dvae or (str(beside) if beside and beside.is_file() else str(TTS_DEMO.with_name("dvae.safetensors")))
         dvae = load_dvae(dvae_path)
         vocoder = (Vocoder.griffin_lim(dvae.cfg.mel) if args.vocoder.lower() in ("griffinlim", "griffin-lim")
                    else load_vocoder(args.vocoder))
