@@ -102,32 +102,42 @@ def corpus_text_ids(stem: str, limit: int | None) -> set[int]:
 class Batches:
     """Rows of ``split`` for a step: pure in (seed, step), this process's share of the global batch.
 
-    Utterances are sorted by audio length into ``buckets`` of equal size; a step draws one bucket
-    (uniformly, so every utterance is equally likely) and pads its audio only to that bucket's
-    longest (a multiple of 16): with lengths spread 2:1 that halves the padded positions of one
-    global width, at the price of a compile per bucket.
+    Utterances are sorted by length (text + audio) into ``buckets`` of equal size; a step draws one
+    bucket (uniformly, so every utterance is equally likely) and pads its text and its audio only to
+    that bucket's longest (multiples of 16), at the price of a compile per bucket. A bucket's layout
+    (text width, audio width) is registered in ``layouts`` under its row width, which names it
+    uniquely (a clash widens the audio by 16), so :meth:`TTSTask.unpack` reads it from the shape.
     """
 
     def __init__(self, split: Split, batch_size: int, seed: int, text_width: int, audio_width: int,
-                 buckets: int = 1):
+                 buckets: int = 1, layouts: dict[int, tuple[int, int]] | None = None):
         self.split, self.batch_size, self.seed = split, batch_size, seed
-        self.text_width = text_width
         by_speaker: dict[str, list[int]] = {}
         for i, s in enumerate(split.speaker):
             by_speaker.setdefault(s, []).append(i)
         self.by_speaker = by_speaker
-        order = np.argsort([len(a) for a in split.audio], kind="stable")
+        order = np.argsort([len(t) + len(a) for t, a in zip(split.text, split.audio)], kind="stable")
         self.buckets = [b for b in np.array_split(order, max(1, min(buckets, len(order) // batch_size))) if len(b)]
-        if len(self.buckets) == 1:
-            self.widths = [audio_width]
-        else:
-            self.widths = [min(audio_width, -(-max(len(split.audio[i]) for i in b) // 16) * 16) for b in self.buckets]
+        fixed = 2 + split.ref_mel[0].size
+        self.layouts = {} if layouts is None else layouts
+        self.widths: list[tuple[int, int]] = []  # (text, audio) per bucket
+        for b in self.buckets:
+            if len(self.buckets) == 1:
+                tw, aw = text_width, audio_width
+            else:
+                round16 = lambda rows: -(-max(len(r) for r in rows) // 16) * 16  # noqa: E731
+                tw = min(text_width, round16([split.text[i] for i in b]))
+                aw = min(audio_width, round16([split.audio[i] for i in b]))
+            while self.layouts.get(fixed + tw + aw, (tw, aw)) != (tw, aw):
+                aw += 16
+            self.layouts[fixed + tw + aw] = (tw, aw)
+            self.widths.append((tw, aw))
 
-    def row(self, i: int, rng: np.random.Generator, audio_width: int) -> np.ndarray:
+    def row(self, i: int, rng: np.random.Generator, text_width: int, audio_width: int) -> np.ndarray:
         s = self.split
         others = [j for j in self.by_speaker[s.speaker[i]] if j != i] or [i]  # another clip when one exists
         ref = s.ref_mel[others[rng.integers(len(others))]]
-        text = np.full(self.text_width, s.text[i][-1], np.float32)
+        text = np.full(text_width, s.text[i][-1], np.float32)
         audio = np.full(audio_width, s.audio[i][-1], np.float32)
         text[: len(s.text[i])], audio[: len(s.audio[i])] = s.text[i], s.audio[i]
         return np.concatenate([[len(s.text[i]), len(s.audio[i])], text, audio, ref.reshape(-1)]).astype(np.float32)
@@ -136,7 +146,7 @@ class Batches:
         rng = np.random.default_rng([self.seed, step])
         b = int(rng.integers(len(self.buckets)))
         idx = self.buckets[b][rng.integers(0, len(self.buckets[b]), self.batch_size)]
-        rows = np.stack([self.row(int(i), rng, self.widths[b]) for i in idx])
+        rows = np.stack([self.row(int(i), rng, *self.widths[b]) for i in idx])
         share = self.batch_size // jax.process_count()
         return rows[jax.process_index() * share:(jax.process_index() + 1) * share]
 
@@ -172,6 +182,9 @@ class TTSTask:
     init_gpt: str | None = None
     init: str | None = None  # a TTS checkpoint whose weights start the run (fine-tuning)
     sampler: object = None  # called by the trainer's sample hook (audio, not text)
+    # row width -> (text width, audio width) of length-bucketed batches (Batches.layouts); a row
+    # width not listed holds text_width text tokens and the rest audio
+    layouts: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
     def init_model(self, key: jax.Array) -> tts_lib.TTS:
         if self.init:
@@ -188,16 +201,18 @@ class TTSTask:
         return {"tts": self.config.to_dict(), "text_width": self.text_width, "audio_width": self.audio_width,
                 "ref_frames": self.ref_frames}
 
-    def batch_audio_width(self, shape: tuple[int, ...]) -> int:
-        """A row is [2 lengths, text_width, audio width, mel]; the audio width varies by bucket."""
-        return shape[1] - 2 - self.text_width - self.config.conditioning.n_mels * self.ref_frames
+    def batch_widths(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        """A row is [2 lengths, text, audio, mel]; (text width, audio width) vary by length bucket."""
+        if shape[1] in self.layouts:
+            return self.layouts[shape[1]]
+        return self.text_width, shape[1] - 2 - self.text_width - self.config.conditioning.n_mels * self.ref_frames
 
     def tokens_in_batch(self, shape: tuple[int, ...]) -> int:
-        """Audio token slots per batch (padding included): the trainer's tokens/s."""
-        return shape[0] * self.batch_audio_width(shape)
+        """Text and audio token slots per batch (padding included): the trainer's tokens/s."""
+        return shape[0] * sum(self.batch_widths(shape))
 
     def unpack(self, batch: jax.Array):
-        tw, aw = self.text_width, self.batch_audio_width(batch.shape)
+        tw, aw = self.batch_widths(batch.shape)
         ints = lambda a: jnp.round(a).astype(jnp.int32)  # noqa: E731
         mel = batch[:, 2 + tw + aw:].reshape(batch.shape[0], self.config.conditioning.n_mels, self.ref_frames)
         return ints(batch[:, 0]), ints(batch[:, 1]), ints(batch[:, 2:2 + tw]), ints(batch[:, 2 + tw:2 + tw + aw]), mel
@@ -267,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--sample-every", type=int, default=1000)
     ap.add_argument("--ckpt-every", type=int, default=1000)
-    ap.add_argument("--length-buckets", type=int, default=4,
-                    help="batches drawn from this many audio-length buckets, each padded to its own longest")
+    ap.add_argument("--length-buckets", type=int, default=8,
+                    help="batches drawn from this many length buckets, text and audio each padded to "
+                    "the bucket's longest (a compile per bucket)")
     ap.add_argument("--ref-seconds", type=float, default=3.0, help="reference clip length (XTTS-v2: 3-6 s)")
     ap.add_argument("--max-utterances", type=int, help="load at most this many training utterances")
     ap.add_argument("--seed", type=int, default=0)
@@ -323,15 +339,17 @@ def main(argv: list[str] | None = None) -> int:
 
     task = TTSTask(cfg, text_width, audio_width, ref_frames, args.init_gpt, args.init,
                    listening_sample(held, dvae, out))
+    if args.length_buckets < 1:
+        raise UserError(f"--length-buckets {args.length_buckets} must be >= 1")
+    train_batches = Batches(train, args.batch_size, args.seed, text_width, audio_width, args.length_buckets,
+                            task.layouts)
+    eval_batches = Batches(held, args.batch_size, args.seed + 1, text_width, audio_width, args.length_buckets,
+                           task.layouts)
+    print("padded (text, audio) widths per length bucket: " + ", ".join(f"{t}+{a}" for t, a in train_batches.widths))
     tcfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, min_lr=args.lr / 10,
                        warmup_steps=args.warmup_steps, eval_every=args.eval_every, eval_steps=4,
                        ckpt_every=args.ckpt_every, sample_every=args.sample_every, seed=args.seed, out_dir=str(out))
-    if args.length_buckets < 1:
-        raise UserError(f"--length-buckets {args.length_buckets} must be >= 1")
-    trainer = Trainer(task, tcfg, train_data=Batches(train, args.batch_size, args.seed, text_width, audio_width,
-                                                     args.length_buckets),
-                      eval_data=Batches(held, args.batch_size, args.seed + 1, text_width, audio_width,
-                                        args.length_buckets))
+    trainer = Trainer(task, tcfg, train_data=train_batches, eval_data=eval_batches)
     result = trainer.fit(resume=args.resume)
     model = trainer.model(result["state"]["params"])
 

@@ -167,8 +167,9 @@ def test_recipe_batch_rows_unpack_to_the_same_loss():
 
 
 def test_recipe_length_buckets_pad_less_and_stay_pure():
-    """Length buckets: a batch pads its audio to its own bucket's longest; batches stay a pure
-    function of (seed, step); and every row still unpacks to the loss of its unpadded example."""
+    """Length buckets: a batch pads its text and its audio to its own bucket's longest; batches stay
+    a pure function of (seed, step); every row unpacks to its own tokens from the batch's shape alone;
+    and the padded slots shrink."""
     import importlib.util
     import sys
     from pathlib import Path
@@ -180,27 +181,34 @@ def test_recipe_length_buckets_pad_less_and_stay_pure():
     rng = np.random.default_rng(1)
     lengths = rng.integers(3, 60, 64)
     audio = [[START, *rng.integers(0, 32, n).tolist(), STOP] for n in lengths]
+    text = [[1, *rng.integers(3, 40, n // 2 + int(rng.integers(0, 4))).tolist(), 2] for n in lengths]
     frames = 4
-    split = recipe.Split(text=[[1, 5, 2]] * 64, audio=audio, speaker=["a", "b"] * 32,
+    split = recipe.Split(text=text, audio=audio, speaker=["a", "b"] * 32,
                          ref_mel=rng.standard_normal((64, 80, frames)).astype(np.float32))
-    widest = -(-max(len(a) for a in audio) // 16) * 16
-    one = recipe.Batches(split, 8, seed=3, text_width=8, audio_width=widest)
-    four = recipe.Batches(split, 8, seed=3, text_width=8, audio_width=widest, buckets=4)
+    round16 = lambda rows: -(-max(len(r) for r in rows) // 16) * 16  # noqa: E731
+    text_width, widest = round16(text), round16(audio)
     cfg = get_config("tiny", text_vocab_size=40, text_start_token=1, text_stop_token=2)
-    task = recipe.TTSTask(cfg, 8, widest, frames)
+    task = recipe.TTSTask(cfg, text_width, widest, frames)
+    one = recipe.Batches(split, 8, seed=3, text_width=text_width, audio_width=widest)
+    four = recipe.Batches(split, 8, seed=3, text_width=text_width, audio_width=widest, buckets=4, layouts=task.layouts)
+    assert len(four.buckets) == 4 and len(task.layouts) == 4
     slots = {1: 0, 4: 0}
     for step in range(12):
         for n, b in ((1, one), (4, four)):
             batch = b(step)
             np.testing.assert_array_equal(batch, b(step))  # pure in (seed, step)
-            _, audio_len, _, tokens, _ = task.unpack(jnp.asarray(batch))
-            width = tokens.shape[1]
-            assert width % 16 == 0 and int(audio_len.max()) <= width
-            slots[n] += width * len(batch)
-            if n == 4:  # the bucket's width is its longest row rounded up to 16, not the global one
-                bucket = next(k for k, w in enumerate(b.widths) if w == width)
-                assert width == -(-max(len(audio[i]) for i in b.buckets[bucket]) // 16) * 16
-    assert len(four.buckets) == 4 and four.widths == sorted(four.widths) and four.widths[0] < widest
+            text_len, audio_len, t, a, _ = task.unpack(jnp.asarray(batch))
+            assert t.shape[1] % 16 == 0 and a.shape[1] % 16 == 0
+            for row in range(len(batch)):  # each row's tokens are one utterance's, unpadded
+                i = next(k for k in range(64) if audio[k] == np.asarray(a[row, :int(audio_len[row])]).tolist())
+                assert np.asarray(t[row, :int(text_len[row])]).tolist() == text[i]
+            slots[n] += (t.shape[1] + a.shape[1]) * len(batch)
+            if n == 4:  # the bucket's widths are its longest rows rounded up to 16, not the global ones
+                k = four.widths.index((t.shape[1], a.shape[1]))
+                members = four.buckets[k]
+                assert t.shape[1] == round16([text[i] for i in members])
+                assert a.shape[1] == round16([audio[i] for i in members])
+    assert min(w for _, w in four.widths) < widest and min(w for w, _ in four.widths) < text_width
     assert slots[4] < 0.8 * slots[1]
 
 
