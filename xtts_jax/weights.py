@@ -98,8 +98,9 @@ def _is_leaf_array(x) -> bool:
 
 
 def load_safetensors(model: eqx.Module, path: str | Path, what: str = "weights file") -> eqx.Module:
-    """``model`` with its arrays replaced by those in ``path``; every name and shape must match.
-    ``model`` may be abstract (``eqx.filter_eval_shape``), so loading costs no random init."""
+    """``model`` with its arrays replaced by those in ``path``, cast to the model's dtypes (a 16-bit
+    file loads into a float32 model); every name and shape must match. ``model`` may be abstract
+    (``eqx.filter_eval_shape``), so loading costs no random init."""
     params, static = eqx.partition(model, _is_leaf_array)
     want = flatten(params)
     with _open(path, what) as f:
@@ -120,17 +121,43 @@ def _to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(jax.device_get(x))
 
 
-def export_safetensors(model: eqx.Module, path: str | Path, metadata: dict | None = None) -> None:
+STORAGE_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _stored(name: str, x: np.ndarray, dtype: str) -> np.ndarray:
+    """``x`` in ``dtype`` if it is floating (integers as they are); a value past the dtype's range
+    (float16's 65,504) is a UserError, not a silent infinity."""
+    if not jax.numpy.issubdtype(x.dtype, jax.numpy.floating):
+        return x
+    with np.errstate(over="ignore"):  # checked below, with the tensor's name
+        y = x.astype(jax.numpy.dtype(dtype))
+    if not np.array_equal(np.isfinite(y.astype(np.float32)), np.isfinite(x.astype(np.float32))):
+        raise UserError(f"{name} holds values up to {np.nanmax(np.abs(x.astype(np.float32))):.4g}, "
+                        f"beyond {dtype}'s range; store the weights as bfloat16 or float32")
+    return y
+
+
+def export_safetensors(model: eqx.Module, path: str | Path, metadata: dict | None = None,
+                       dtype: str | None = None) -> None:
     """Write the model's arrays to ``path`` (keys: dotted names); metadata values that are not
-    strings are stored as JSON. Every process must call this (arrays spread over hosts are
-    gathered); process 0 writes, through a temporary file, so readers never see half a file."""
+    strings are stored as JSON. ``dtype`` ("float16", "bfloat16", "float32") stores every floating
+    array in that dtype, integer arrays as they are, and records it as metadata ``storage_dtype``;
+    :func:`load_safetensors` casts back to the model's dtypes. Every process must call this (arrays
+    spread over hosts are gathered); process 0 writes, through a temporary file, so readers never
+    see half a file."""
     from safetensors.numpy import save_file
 
+    if dtype is not None and dtype not in STORAGE_DTYPES:
+        raise UserError(f"storage dtype {dtype!r} must be one of {', '.join(STORAGE_DTYPES)}")
     path = str(path)
     arrays = {k: np.ascontiguousarray(_to_host(v)) for k, v in flatten(eqx.filter(model, eqx.is_array)).items()}
+    metadata = dict(metadata or {})
+    if dtype is not None:
+        arrays = {k: _stored(k, v, dtype) for k, v in arrays.items()}
+        metadata["storage_dtype"] = dtype
     if jax.process_index() == 0:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+        meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
         tmp = path + ".tmp"
         save_file(arrays, tmp, metadata=meta)
         os.replace(tmp, path)

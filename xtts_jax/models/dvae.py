@@ -10,6 +10,9 @@ not by gradients: the model carries it as a :class:`Codebook` whose arrays the f
 through ``stop_gradient``; after each optimiser step the trainer calls the pure functions
 :func:`ema_update` and :func:`restart_dead_codes` (state in, state out) and puts the result back
 with ``eqx.tree_at`` (:func:`update_codebook` does all three).
+
+A shipped model needs only decoding (codes -> mel): :func:`save_dvae` with ``decoder_only`` writes
+the decoder and the codebook vectors, and the DVAE loaded from such a file refuses to encode.
 """
 
 from __future__ import annotations
@@ -124,13 +127,18 @@ class Upsample(eqx.Module):
         return self.conv(jnp.repeat(x, 2, axis=-1))
 
 
+DECODER_ONLY = ("this DVAE holds only the DVAE decoder (a packed model); encoding audio needs the full DVAE "
+                "from recipes/train_dvae.py")
+
+
 class DVAE(eqx.Module):
     encoder: tuple
     decoder: tuple
     codebook: Codebook
     cfg: DVAEConfig = eqx.field(static=True)
+    decoder_only: bool = eqx.field(static=True)  # loaded without its encoder: encoding is refused
 
-    def __init__(self, cfg: DVAEConfig, key: PRNGKeyArray):
+    def __init__(self, cfg: DVAEConfig, key: PRNGKeyArray, decoder_only: bool = False):
         keys = iter(jax.random.split(key, 4 * cfg.num_layers + 2 * cfg.num_resnet_blocks + 8))
         k, pad = cfg.kernel_size, cfg.kernel_size // 2
         enc_chans = [cfg.n_mels] + [cfg.hidden_dim * 2**i for i in range(cfg.num_layers)]
@@ -146,9 +154,12 @@ class DVAE(eqx.Module):
         self.encoder, self.decoder = tuple(enc), tuple(dec)
         self.codebook = Codebook.init(cfg, next(keys))
         self.cfg = cfg
+        self.decoder_only = decoder_only
 
     def encode_latents(self, mel: Float[Array, "n_mels frames"]) -> Float[Array, "tokens codebook_dim"]:
         """Continuous encoder output, one vector per token (frames must be a multiple of ``downsample``)."""
+        if self.decoder_only:  # every encoding path (encode, __call__, dvae_loss) passes here
+            raise UserError(DECODER_ONLY)
         h = mel
         for layer in self.encoder[: self.cfg.num_layers]:
             h = jax.nn.relu(layer(h))
@@ -283,19 +294,37 @@ def dvae_mel(wave: np.ndarray, cfg: DVAEConfig, bucket_tokens: int = 1) -> np.nd
     return np.concatenate([mel, pad], axis=1)
 
 
-def save_dvae(model: DVAE, path: str) -> None:
-    """Weights as safetensors with the config (mel settings and statistics included) as metadata."""
+def decoder_part(model: DVAE) -> DVAE:
+    """What decoding codes needs: the decoder and the codebook vectors; the encoder and the EMA
+    statistics (training state) become None."""
+    return eqx.tree_at(lambda m: (m.encoder, m.codebook.cluster_size, m.codebook.embed_sum), model, (None,) * 3)
+
+
+def save_dvae(model: DVAE, path: str, decoder_only: bool = False, dtype: str | None = None) -> None:
+    """Weights as safetensors with the config (mel settings and statistics included) as metadata.
+    ``decoder_only`` (always, for a model loaded so) keeps :func:`decoder_part`, marked by metadata
+    ``decoder_only``; ``dtype`` ("float16", "bfloat16") stores the floats in 16 bits."""
     from xtts_jax.weights import export_safetensors
 
-    export_safetensors(model, path, {"dvae": model.cfg.to_dict()})
+    meta = {"dvae": model.cfg.to_dict()}
+    if decoder_only or model.decoder_only:
+        model, meta = decoder_part(model), {**meta, "decoder_only": True}
+    export_safetensors(model, path, meta, dtype)
 
 
 def load_dvae(path: str) -> DVAE:
-    """A DVAE saved by :func:`save_dvae` or exported by ``recipes/train_dvae.py``."""
-    from xtts_jax.weights import load_safetensors, read_model_config
+    """A DVAE saved by :func:`save_dvae` or exported by ``recipes/train_dvae.py``. From a
+    decoder-only file the encoder and EMA statistics are zeros and encoding raises a UserError."""
+    from xtts_jax.weights import load_safetensors, read_model_config, read_safetensors_metadata
 
     cfg = DVAEConfig.from_dict(read_model_config(path, "dvae", "DVAE"))
-    return load_safetensors(eqx.filter_eval_shape(lambda: DVAE(cfg, jax.random.key(0))), path, "DVAE checkpoint")
+    decoder_only = read_safetensors_metadata(path).get("decoder_only") == "true"
+    like = eqx.filter_eval_shape(lambda: DVAE(cfg, jax.random.key(0), decoder_only))
+    if not decoder_only:
+        return load_safetensors(like, path, "DVAE checkpoint")
+    part = load_safetensors(decoder_part(like), path, "DVAE checkpoint")
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), like)
+    return eqx.tree_at(lambda m: (m.decoder, m.codebook.embed), zeros, (part.decoder, part.codebook.embed))
 
 
 def pad_frames(mel: Float[Array, "n_mels frames"], multiple: int, value: float) -> Float[Array, "n_mels padded"]:

@@ -1,0 +1,84 @@
+"""Pack a trained TTS model to ship: 16-bit weights and a DVAE that only decodes.
+
+    python tools/pack_model.py --tts runs/tts/tts.safetensors --dvae runs/dvae/dvae.safetensors \\
+        --speakers runs/tts/speakers --out packed
+    python tools/synthesize.py --checkpoint packed/tts.safetensors --speaker NAME --text "Hi." -o hi.wav
+
+writes OUT/tts.safetensors (every metadata key of the checkpoint kept), OUT/dvae.safetensors (the
+decoder and codebook vectors: enough to render audio tokens, not to encode audio) and
+OUT/speakers/NAME.npy (float32, checked against the model), and prints their sizes.
+tools/synthesize.py finds the DVAE and the voices beside the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+from xtts_jax.errors import UserError, run_cli  # noqa: E402
+from xtts_jax.weights import STORAGE_DTYPES  # noqa: E402
+
+
+def voices(folder: Path, width: int) -> list[Path]:
+    """The speaker embeddings in ``folder``, each checked to be finite float32 of ``width``.
+    NAME.decoder.npy files are left out: they feed a HiFiGAN vocoder, which a pack does not carry."""
+    from xtts_jax.inference.tts import load_speaker_embedding
+
+    if not folder.is_dir():
+        raise UserError(f"--speakers {folder} is not a folder")
+    paths = sorted(p for p in folder.glob("*.npy") if not p.stem.endswith(".decoder"))
+    if not paths:
+        raise UserError(f"--speakers {folder} holds no speaker embedding (NAME.npy)")
+    for p in paths:
+        load_speaker_embedding(p, width)
+    return paths
+
+
+@run_cli
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tts", required=True, help="tts.safetensors written by recipes/train_tts.py")
+    ap.add_argument("--dvae", required=True, help="the DVAE the model's audio tokens come from")
+    ap.add_argument("--speakers", required=True, help="a folder of speaker embeddings, NAME.npy")
+    ap.add_argument("--out", required=True, help="the folder to write")
+    ap.add_argument("--dtype", default="float16", choices=STORAGE_DTYPES, help="how the weights are stored")
+    args = ap.parse_args(argv)
+
+    from xtts_jax.inference.tts import load_tts
+    from xtts_jax.models.dvae import load_dvae, save_dvae
+    from xtts_jax.weights import export_safetensors, read_safetensors_metadata
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    written = [out / "tts.safetensors", out / "dvae.safetensors", out / "speakers"]
+    if {Path(p).resolve() for p in (args.tts, args.dvae, args.speakers)} & {p.resolve() for p in written}:
+        raise UserError(f"--out {out} would overwrite the model being packed; pack into another folder")
+    model = load_tts(args.tts)
+    dvae = load_dvae(args.dvae)
+    if model.config.num_audio_codes != dvae.cfg.num_tokens:
+        raise UserError(f"the TTS {args.tts} predicts {model.config.num_audio_codes} audio codes, "
+                        f"the DVAE {args.dvae} has {dvae.cfg.num_tokens}; pass the DVAE it was trained with")
+    speakers = voices(Path(args.speakers), model.config.speaker_width)
+
+    export_safetensors(model, written[0], read_safetensors_metadata(args.tts, "TTS checkpoint"), args.dtype)
+    save_dvae(dvae, str(written[1]), decoder_only=True, dtype=args.dtype)
+    written[2].mkdir(exist_ok=True)
+    for p in speakers:  # validated float32 above, so a copy is the float32 array
+        shutil.copyfile(p, written[2] / p.name)
+
+    files = written[:2] + [written[2] / p.name for p in speakers]
+    for f in files:
+        print(f"{f.relative_to(out)!s:<32} {f.stat().st_size / 1e6:8.3f} MB")
+    print(f"{'total':<32} {sum(f.stat().st_size for f in files) / 1e6:8.3f} MB ({args.dtype}) in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()
