@@ -292,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if argv is None:  # a command-line run owns its process: one JAX device per CPU core (a test's may not)
         devices_per_cpu_core(args.batch_size)
+        from xtts_jax import compile_cache
+
+        compile_cache.enable(min_seconds=1.0)  # a resumed or repeated run loads its step programs
 
     out = Path(args.out)
     info_path = Path(args.tokens + ".json")
