@@ -137,6 +137,13 @@ def test_tools_that_encode_say_so_in_one_line(tmp_path, capsys):
     with pytest.raises(UserError, match="holds only the DVAE decoder"):  # evaluate_tts's run_cli: one line
         rungs.dvae_round_trip([item], dvae, Vocoder.griffin_lim(dvae.cfg.mel))
 
+    evaluate = load_script("evaluate_tts", "tools/evaluate_tts.py")  # refused before any rung runs
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--manifest", str(manifest), "--dvae", str(tmp_path / "dvae.safetensors"),
+                       "--rungs", "recording,dvae", "--out", str(tmp_path / "eval")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and "holds only the DVAE decoder" in err[-1] and not (tmp_path / "eval").exists()
+
 
 META = {"sampling": {"temperature": 0.5, "top_k": 20}, "steps": 7, "val_loss": 1.25}
 

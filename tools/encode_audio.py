@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.dvae).exists():
         raise UserError(f"DVAE weights {args.dvae} do not exist; train them with recipes/train_dvae.py.")
     model = load_dvae(args.dvae)  # a folder or a broken file is one sentence naming it
+    if model.decoder_only:  # refuse before reading the dataset
+        raise UserError(f"{args.dvae} holds only the DVAE decoder (a packed model); encoding audio needs the "
+                        "full DVAE from recipes/train_dvae.py")
     cfg = model.cfg
     if cfg.num_tokens > np.iinfo(np.uint16).max + 1:
         raise UserError(f"DVAE has {cfg.num_tokens} codes, more than a uint16 token file can hold.")

@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         beside = Path(args.checkpoint).with_name("dvae.safetensors") if args.checkpoint else None
         dvae_path = args.dvae or (str(beside) if beside and beside.is_file() else str(TTS_DEMO.with_name("dvae.safetensors")))
         dvae = load_dvae(dvae_path)
+        if dvae.decoder_only and "dvae" in args.rungs:  # refuse before the earlier rungs run
+            raise UserError(f"the dvae rung encodes audio, and {dvae_path} holds only the DVAE decoder (a packed "
+                            "model); pass --dvae with the full DVAE from recipes/train_dvae.py")
         vocoder = (Vocoder.griffin_lim(dvae.cfg.mel) if args.vocoder.lower() in ("griffinlim", "griffin-lim")
                    else load_vocoder(args.vocoder))
         if vocoder.features != "mel" and {"mel", "dvae"} & set(args.rungs):
