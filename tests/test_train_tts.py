@@ -125,3 +125,27 @@ def test_phoneme_model_with_1024_d_speakers_trains_and_speaks_words_it_never_hea
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "o.wav").is_file() and "wrote" in proc.stdout  # (a 2-step model may stop at once)
+
+
+def test_init_gpt_from_a_text_lm_file_starts_the_transformer(corpus, tmp_path):
+    """The mission's chain: a text LM's exported model.safetensors (as recipes/tinystories_pretrain.py
+    writes it) starts a phoneme model's blocks. Its loader runs under the trainer's eval_shape of
+    init_model and is cached, so it must hand out concrete arrays (a tracer leak failed here before)."""
+    from xtts_jax.models.gpt import GPT
+    from xtts_jax.models.tts import get_config
+    from xtts_jax.train.lm import LMTask
+    from xtts_jax.weights import export_safetensors
+
+    g = get_config("tiny").gpt
+    gpt_cfg = dataclasses.replace(g, vocab_size=300, block_size=64)
+    gpt = GPT(gpt_cfg, key=jax.random.key(7))
+    export_safetensors(gpt, str(tmp_path / "lm.safetensors"), {"config": {"task": LMTask(gpt_cfg).to_dict()}})
+    out = tmp_path / "run"
+    assert _run(train_tts, ["--tokens", str(corpus / "tokens" / "train"), "--preset", "tiny", "--text-vocab",
+                            "phonemes", "--init-gpt", str(tmp_path / "lm.safetensors"), "--steps", "1",
+                            "--lr", "1e-12", "--batch-size", "4", "--eval-every", "0", "--sample-every", "0",
+                            "--ckpt-every", "0", "--length-buckets", "1", "--ref-seconds", "0.5",
+                            "--out", str(out)]) == 0
+    tuned = load_tts(out / "tts.safetensors")
+    for a, b in zip(_arrays(gpt.transformer), _arrays(tuned.transformer)):  # a vanishing lr: the GPT's blocks
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-8)

@@ -110,7 +110,10 @@ def load_safetensors(model: eqx.Module, path: str | Path, what: str = "weights f
             if got != tuple(x.shape):
                 raise UserError(f"{what} {path} does not fit this model: {name} needs shape {tuple(x.shape)}, "
                                 f"the file has {got if got is not None else 'no such tensor'}")
-        flat = {k: jax.numpy.asarray(_tensor(f, k, path, what), dtype=x.dtype) for k, x in want.items()}
+        # concrete arrays even when called under a trace (a trainer's eval_shape of init_model): a
+        # cached loader must never hold tracers
+        with jax.ensure_compile_time_eval():
+            flat = {k: jax.numpy.asarray(_tensor(f, k, path, what), dtype=x.dtype) for k, x in want.items()}
     return eqx.combine(unflatten(params, flat), static)
 
 
