@@ -1,29 +1,50 @@
 #!/usr/bin/env bash
-# Rebuild the shipped CPU demo (xtts_jax/assets/tts_demo) from nothing: speech corpus -> DVAE ->
-# tokens -> TTS -> evaluation (Whisper WER, speaker similarity). Needs `apt-get install flite` and the eval extra.
-# On the 2-core CPU it took: corpus 9 min, DVAE 4 min, tokens 6 min, TTS (2,600 steps) ~80 min.
-# (The TTS time predates the CPU training defaults of issue 23: unrolled layers, blocked attention and one
-# JAX device per core, which train_tts.py applies by itself; bench/bench_train_cpu.py measures the step.)
+# Rebuild the shipped default model (xtts_jax/assets/tts_demo) from nothing, through the mission's
+# chain: speech corpus -> DVAE -> audio tokens -> TinyStories-style GPT -> XTTS-style generator
+# (phoneme text, 1024-d speaker vectors, blocks started from the GPT) -> 16-bit package -> evaluation
+# (Whisper WER, speaker similarity) on held-out sentences and a held-out voice.
 #
-#     bash recipes/tts_demo.sh [OUT]            # default OUT: runs/tts_demo
+# Needs `apt-get install flite festival festvox-kallpc16k` (training and reference speech only; nothing
+# on the synthesis path calls them) and the eval extra. Stage times on the 2-core CPU
+# (docs/default_model/README.md): corpus 12 min, DVAE 23 min, tokens 5 min, GPT 17 min,
+# generator about 1.7 s a step, evaluation 15 min.
+#
+#     bash recipes/tts_demo.sh [OUT] [GENERATOR_STEPS]      # defaults: runs/tts_demo 3000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/tts_demo}
+STEPS=${2:-3000}
 DATA=$OUT/corpus
 PY=${PYTHON:-python}
+VOICES=flite_kal,flite_awb,flite_rms,flite_slt
 
-# four flite voices read the same 4,000 sentences of the embedded story generator (3,000 each for
-# training, the 5% held-out sentences by all four)
-$PY recipes/make_speech_corpus.py --out "$DATA" --voices flite_kal,flite_awb,flite_rms,flite_slt \
-    --max-sentences 4000 --per-voice 3000 --eval-voices ""
-$PY recipes/train_dvae.py --data "$DATA" --preset cpu --steps 4000 --batch-size 16 --eval-every 1000 \
+# 1. flite's four voices read 3,000 sentences, half from the story generator and half everyday
+#    sentences (numbers, dates, questions; 3,600 distinct words); 2,500 a voice for training, the
+#    rest held out (9.3 hours)
+$PY recipes/make_speech_corpus.py --out "$DATA" --source mixed --voices $VOICES \
+    --max-sentences 3000 --per-voice 2500 --eval-voices ""
+# 2. the DVAE (small preset, 9.8M parameters; only its decoder and codebook are shipped)
+$PY recipes/train_dvae.py --data "$DATA" --preset small --steps 3000 --batch-size 16 --eval-every 1000 \
     --out "$OUT/dvae"
 for split in train eval; do
     $PY tools/encode_audio.py --dvae "$OUT/dvae/dvae.safetensors" --data "$DATA/$split.jsonl" \
         --out "$DATA/tokens/$split"
 done
-$PY recipes/train_tts.py --tokens "$DATA/tokens/train" --preset demo --text-vocab corpus --steps 2600 \
-    --batch-size 32 --lr 1e-3 --warmup-steps 200 --eval-every 500 --sample-every 1300 --ckpt-every 500 \
-    --out "$OUT/tts"
-$PY tools/evaluate_tts.py --manifest "$DATA/eval.jsonl" --checkpoint "$OUT/tts/tts.safetensors" \
-    --per-speaker 12 --out "$OUT/eval"
+# 3. the text GPT of the generator's width (6 layers, d 192, 4 heads) on the embedded story corpus
+$PY recipes/tinystories_pretrain.py --out "$OUT/gpt" --model.n-layer 6 --model.n-embd 192 --model.n-head 4 \
+    --model.block-size 256 --batch-size 32 --steps 600 --lr 2e-3 --min-lr 2e-4 --warmup-steps 50 \
+    --sample-every 0
+# 4. the generator: phonemes in (any English sentence), 1024-d speaker vectors, blocks from the GPT
+$PY recipes/train_tts.py --tokens "$DATA/tokens/train" --preset cpu --text-vocab phonemes --speaker-dim 1024 \
+    --init-gpt "$OUT/gpt/model.safetensors" --steps "$STEPS" --batch-size 32 --lr 1e-3 --warmup-steps 100 \
+    --eval-every 250 --sample-every 1000 --ckpt-every 250 --out "$OUT/tts"
+# 5. the package: 16-bit generator, decoder-only DVAE, 1024-d voices
+$PY tools/pack_model.py --tts "$OUT/tts/tts.safetensors" --dvae "$OUT/tts/dvae.safetensors" \
+    --speakers "$OUT/tts/speakers" --out "$OUT/package"
+# 6. evaluation: the 48 held-out everyday sentences in the four voices and in festival's kal, a voice
+#    never trained on (cloned from a clip); every rung from the recordings to the model
+$PY recipes/make_speech_corpus.py --out "$OUT/heldout" --text xtts_jax/eval/heldout_sentences.txt \
+    --voices $VOICES,festival_kal --eval-voices "" --eval-fraction 1
+$PY tools/evaluate_tts.py --manifest "$OUT/heldout/eval.jsonl" --checkpoint "$OUT/package/tts.safetensors" \
+    --dvae "$OUT/dvae/dvae.safetensors" --rungs recording,mel,dvae,model --per-speaker 20 --out "$OUT/eval"
+echo "to ship: copy $OUT/package/* and $OUT/eval into xtts_jax/assets/tts_demo/ and update its MODEL_CARD.md and card.json"

@@ -261,3 +261,18 @@ def test_bad_input_is_one_line_exit_2(run_dir, tmp_path, capsys, case):
     assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
     assert re.search(want, err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_sampling_flags_become_the_packed_checkpoints_recommendation(run_dir, tmp_path, capsys):
+    from xtts_jax.inference.tts import sampling_defaults
+
+    with pytest.raises(SystemExit) as e:
+        pack(run_dir, tmp_path / "p", "--temperature", 0.3, "--repetition-penalty", 1.0)
+    assert e.value.code == 0, capsys.readouterr().err
+    got = sampling_defaults(tmp_path / "p" / "tts.safetensors")
+    # the flags given, on top of what the checkpoint recommended (its top_k 20), the rest XTTS-v2's
+    assert (got["temperature"], got["repetition_penalty"], got["top_k"]) == (0.3, 1.0, 20)
+    assert got["top_p"] == sampling_defaults(run_dir / "tts.safetensors")["top_p"]
+    with pytest.raises(SystemExit) as e:
+        pack(run_dir, tmp_path / "q", "--top-p", 1.5)
+    assert e.value.code == 2 and "top_p" in capsys.readouterr().err.replace("top-p", "top_p")

@@ -22,6 +22,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
+from xtts_jax.inference.flags import FIELDS, add_sampling_flags  # noqa: E402
 from xtts_jax.weights import STORAGE_DTYPES  # noqa: E402
 
 
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speakers", required=True, help="a folder of speaker embeddings, NAME.npy")
     ap.add_argument("--out", required=True, help="the folder to write")
     ap.add_argument("--dtype", default="float16", choices=STORAGE_DTYPES, help="how the weights are stored")
+    add_sampling_flags(ap)  # given ones become the checkpoint's recommended sampling (chosen on held-out data)
     args = ap.parse_args(argv)
 
     from xtts_jax.inference.tts import load_tts
@@ -67,7 +69,19 @@ def main(argv: list[str] | None = None) -> int:
                         f"the DVAE {args.dvae} has {dvae.cfg.num_tokens}; pass the DVAE it was trained with")
     speakers = voices(Path(args.speakers), model.config.speaker_width)
 
-    export_safetensors(model, written[0], read_safetensors_metadata(args.tts, "TTS checkpoint"), args.dtype)
+    meta = read_safetensors_metadata(args.tts, "TTS checkpoint")
+    chosen = {k: getattr(args, k) for k in FIELDS if getattr(args, k) is not None}
+    if chosen:
+        import json
+
+        from xtts_jax.inference.sampling import SamplingConfig
+        from xtts_jax.inference.tts import sampling_defaults
+
+        sampling = {**sampling_defaults(args.tts), **chosen}
+        SamplingConfig(**sampling)  # validates, with one-line errors
+        meta["sampling"] = json.dumps(sampling)
+        print(f"recommended sampling: {meta['sampling']}")
+    export_safetensors(model, written[0], meta, args.dtype)
     save_dvae(dvae, str(written[1]), decoder_only=True, dtype=args.dtype)
     written[2].mkdir(exist_ok=True)
     for p in speakers:  # validated float32 above, so a copy is the float32 array
