@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Rebuild the shipped default model (xtts_jax/assets/tts_demo) from nothing, through the mission's
-# chain: speech corpus -> DVAE -> audio tokens -> TinyStories-style GPT -> XTTS-style generator
-# (phoneme text, 1024-d speaker vectors, blocks started from the GPT) -> 16-bit package -> evaluation
-# (Whisper WER, speaker similarity) on held-out sentences and a held-out voice.
+# chain: speech corpus -> DVAE -> audio tokens -> XTTS-style generator (phoneme text, 1024-d speaker
+# vectors) -> 16-bit package -> evaluation (Whisper WER, speaker similarity) on held-out sentences and
+# a held-out voice. INIT_GPT=1 first pretrains the text GPT of the generator's width on the embedded
+# story corpus and starts the generator's blocks from it; at equal budget that raised the held-out
+# loss in both seeds tried (docs/default_model/README.md), so the shipped model starts from scratch.
 #
 # Needs `apt-get install flite festival festvox-kallpc16k` (training and reference speech only; nothing
 # on the synthesis path calls them) and the eval extra. Stage times on the 2-core CPU
@@ -13,7 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/tts_demo}
-STEPS=${2:-3000}
+STEPS=${2:-2600}
+INIT=()
 DATA=$OUT/corpus
 PY=${PYTHON:-python}
 VOICES=flite_kal,flite_awb,flite_rms,flite_slt
@@ -30,13 +33,16 @@ for split in train eval; do
     $PY tools/encode_audio.py --dvae "$OUT/dvae/dvae.safetensors" --data "$DATA/$split.jsonl" \
         --out "$DATA/tokens/$split"
 done
-# 3. the text GPT of the generator's width (6 layers, d 192, 4 heads) on the embedded story corpus
-$PY recipes/tinystories_pretrain.py --out "$OUT/gpt" --model.n-layer 6 --model.n-embd 192 --model.n-head 4 \
-    --model.block-size 256 --batch-size 32 --steps 600 --lr 2e-3 --min-lr 2e-4 --warmup-steps 50 \
-    --sample-every 0
-# 4. the generator: phonemes in (any English sentence), 1024-d speaker vectors, blocks from the GPT
+# 3. (INIT_GPT=1) the text GPT of the generator's width (6 layers, d 192, 4 heads) on the story corpus
+if [ "${INIT_GPT:-0}" = 1 ]; then
+    $PY recipes/tinystories_pretrain.py --out "$OUT/gpt" --model.n-layer 6 --model.n-embd 192 --model.n-head 4 \
+        --model.block-size 256 --batch-size 32 --steps 600 --lr 2e-3 --min-lr 2e-4 --warmup-steps 50 \
+        --sample-every 0
+    INIT=(--init-gpt "$OUT/gpt/model.safetensors")
+fi
+# 4. the generator: phonemes in (any English sentence), 1024-d speaker vectors
 $PY recipes/train_tts.py --tokens "$DATA/tokens/train" --preset cpu --text-vocab phonemes --speaker-dim 1024 \
-    --init-gpt "$OUT/gpt/model.safetensors" --steps "$STEPS" --batch-size 32 --lr 1e-3 --warmup-steps 100 \
+    "${INIT[@]}" --steps "$STEPS" --batch-size 32 --lr 1e-3 --warmup-steps 100 \
     --eval-every 250 --sample-every 1000 --ckpt-every 250 --out "$OUT/tts"
 # 5. the package: 16-bit generator, decoder-only DVAE, 1024-d voices
 $PY tools/pack_model.py --tts "$OUT/tts/tts.safetensors" --dvae "$OUT/tts/dvae.safetensors" \
