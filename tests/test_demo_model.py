@@ -1,4 +1,5 @@
-"""The shipped CPU demo (xtts_jax/assets/tts_demo): small enough, complete, and intelligible.
+"""The shipped default model (xtts_jax/assets/tts_demo): small enough, complete, open-vocabulary,
+1024-d voices, and intelligible.
 
 Intelligibility is scored by Whisper tiny.en (offline, the eval extra) on held-out sentences the
 model never heard; the same recogniser on audio from random codes is the control that shows the
@@ -42,9 +43,24 @@ def test_demo_is_small_and_complete(card, synth):
     for name in speakers:
         emb = P.load_speaker_embedding(DEMO / "speakers" / f"{name}.npy", d)
         assert emb.shape[1] == d
-    # every held-out sentence of the card tokenises into the demo's compact vocabulary
-    for text in card["heldout_sentences"]:
+    # any English sentence is read: numbers, abbreviations, capitals, accents and unknown words
+    for text in [*card["heldout_sentences"], "On 12/05 Dr. Zyxqwv paid $3.50 for a CAFÉ au lait at 9:30am!"]:
         assert len(P.text_tokens(text, synth.model.config)) > 2
+    assert synth.model.config.tokenizer == "phonemes"
+
+
+def test_default_model_takes_1024d_speaker_vectors(synth, tmp_path):
+    """The mission's interface: (1024,) and (K, 1024) float32 speaker vectors, projected inside."""
+    assert synth.model.config.speaker_width == 1024 > synth.model.config.gpt.n_embd  # a narrower model projects
+    rng = np.random.default_rng(0)
+    one = rng.standard_normal(1024).astype(np.float32)
+    several = rng.standard_normal((3, 1024)).astype(np.float32)
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=4)
+    for emb in (one, several):
+        np.save(tmp_path / "v.npy", emb)
+        cond = P.load_speaker_embedding(tmp_path / "v.npy", 1024)
+        codes = synth.codes([P.text_tokens("Hello there.", synth.model.config)], [cond], jax.random.key(0), sampling)[0]
+        assert 0 < len(codes) <= 4
 
 
 def test_demo_speaks_held_out_sentences_intelligibly(card, synth):
