@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from xtts_jax.assets import TTS_DEMO  # noqa: E402
 
-SENTENCE = "It was a sunny day, and Anna wanted to play outside with Lily."  # the README's main command
+SENTENCE = "Hello! The 7:45 train to Boston leaves from platform 2 on Friday."  # the README's main command
 
 
 def cold(checkpoint: str, speaker: str, text: str, cache: str) -> float:

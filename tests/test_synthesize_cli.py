@@ -155,11 +155,12 @@ def test_broken_weights_files_are_one_line_exit_2(ckpt, tmp_path, case):
 
 
 def test_speaker_embedding_defaults_to_the_shipped_demo(tmp_path):
-    """README's command, with no --checkpoint: the demo's (num_latents, n_embd) = (16, 192) latents."""
+    """README's command, with no --checkpoint: the default model's (num_latents, 1024) = (16, 1024) vectors,
+    the mission's speaker interface."""
     rng = np.random.default_rng(1)
     for name in ("ref.wav", "more.wav"):
         sf.write(tmp_path / name, 0.1 * rng.standard_normal(22050).astype(np.float32), 22050)
     r = run("speaker_embedding.py", tmp_path / "ref.wav", tmp_path / "more.wav", "-o", tmp_path / "emb.npy")
     assert r.returncode == 0, r.stderr
     emb = np.load(tmp_path / "emb.npy")
-    assert emb.shape == (16, 192) and emb.dtype == np.float32
+    assert emb.shape == (16, 1024) and emb.dtype == np.float32
