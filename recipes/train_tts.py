@@ -106,7 +106,7 @@ class Batches:
     bucket (uniformly, so every utterance is equally likely) and pads its text and its audio only to
     that bucket's longest (multiples of 16), at the price of a compile per bucket. A bucket's layout
     (text width, audio width) is registered in ``layouts`` under its row width, which names it
-    uniquely (a clash widens the audio by 16), so :meth:`TTSTask.unpack` reads it from the shape.
+    uniquely (a clash widens the audio, else the text, by 16), so :meth:`TTSTask.unpack` reads it from the shape.
     """
 
     def __init__(self, split: Split, batch_size: int, seed: int, text_width: int, audio_width: int,
@@ -121,15 +121,18 @@ class Batches:
         fixed = 2 + split.ref_mel[0].size
         self.layouts = {} if layouts is None else layouts
         self.widths: list[tuple[int, int]] = []  # (text, audio) per bucket
+        round16 = lambda rows: -(-max(len(r) for r in rows) // 16) * 16  # noqa: E731
         for b in self.buckets:
             if len(self.buckets) == 1:
                 tw, aw = text_width, audio_width
             else:
-                round16 = lambda rows: -(-max(len(r) for r in rows) // 16) * 16  # noqa: E731
                 tw = min(text_width, round16([split.text[i] for i in b]))
                 aw = min(audio_width, round16([split.audio[i] for i in b]))
-            while self.layouts.get(fixed + tw + aw, (tw, aw)) != (tw, aw):
-                aw += 16
+            while self.layouts.get(fixed + tw + aw, (tw, aw)) != (tw, aw):  # a clash: grow within the caps
+                if aw + 16 <= audio_width:
+                    aw += 16
+                else:
+                    tw += 16
             self.layouts[fixed + tw + aw] = (tw, aw)
             self.widths.append((tw, aw))
 
