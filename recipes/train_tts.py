@@ -88,6 +88,26 @@ def load_split(stem: str, cfg: tts_lib.TTSConfig, ref_frames: int, limit: int | 
     return out
 
 
+def load_splits(stems: list[str], cfg: tts_lib.TTSConfig, ref_frames: int, limit: int | None, tokenizer=None,
+                language: str = "en", spell_fraction: float = 0.0) -> Split:
+    """:func:`load_split` of every stem, one after another (``limit`` utterances from each)."""
+    parts = [load_split(s, cfg, ref_frames, limit, tokenizer, language, spell_fraction) for s in stems]
+    if len(parts) == 1:
+        return parts[0]
+    return Split([t for p in parts for t in p.text], [a for p in parts for a in p.audio],
+                 [k for p in parts for k in p.speaker], np.concatenate([p.ref_mel for p in parts]))
+
+
+def token_dvae(stems: list[str]) -> str | None:
+    """The DVAE that encoded the token files (STEM.json's ``dvae_path``); all stems must name the same one."""
+    paths = {json.loads(Path(s + ".json").read_text()).get("dvae_path") if Path(s + ".json").is_file() else None
+             for s in stems}
+    if len(paths) > 1:
+        raise UserError(f"the token files {', '.join(stems)} were encoded by different DVAEs "
+                        f"({', '.join(sorted(str(p) for p in paths))}); their codes do not mix")
+    return paths.pop()
+
+
 def corpus_text_ids(stem: str, limit: int | None) -> set[int]:
     """Every GPT-2 id the sentences of STEM.jsonl use (the first ``limit`` rows)."""
     from xtts_jax.text import tokenizer
@@ -257,8 +277,9 @@ def listening_sample(split: Split, dvae, out_dir: Path):
 @run_cli
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tokens", required=True, help="token file stem from tools/encode_audio.py (STEM.bin, STEM.jsonl)")
-    ap.add_argument("--eval-tokens", help="held-out stem (default: eval beside --tokens)")
+    ap.add_argument("--tokens", required=True, help="token file stem from tools/encode_audio.py (STEM.bin, "
+                    "STEM.jsonl); several corpora encoded by the same DVAE: stems separated by commas")
+    ap.add_argument("--eval-tokens", help="held-out stems (default: eval beside each --tokens stem)")
     ap.add_argument("--dvae", help="dvae.safetensors (default: the one STEM.json names)")
     ap.add_argument("--preset", default="small", choices=sorted(tts_lib.PRESETS))
     ap.add_argument("--text-vocab", default="gpt2", choices=["gpt2", "corpus", "phonemes"],
@@ -300,8 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         compile_cache.enable(min_seconds=1.0)  # a resumed or repeated run loads its step programs
 
     out = Path(args.out)
-    info_path = Path(args.tokens + ".json")
-    dvae_path = args.dvae or (json.loads(info_path.read_text()).get("dvae_path") if info_path.is_file() else None)
+    stems = [s.strip() for s in args.tokens.split(",") if s.strip()]
+    eval_stems = ([s.strip() for s in args.eval_tokens.split(",") if s.strip()] if args.eval_tokens
+                  else [str(Path(s).with_name("eval")) for s in stems])
+    dvae_path = args.dvae or token_dvae(stems)
     if not dvae_path or not Path(dvae_path).is_file():
         raise UserError(f"DVAE weights {dvae_path} not found; pass --dvae")
     dvae = load_dvae(dvae_path)
@@ -322,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cfg = dataclasses.replace(tts_lib.get_config(args.preset), num_audio_codes=dvae.cfg.num_tokens)
     if args.text_vocab == "corpus" and not args.init:
-        cfg = tts_lib.with_text_vocab(cfg, corpus_text_ids(args.tokens, args.max_utterances))
+        cfg = tts_lib.with_text_vocab(cfg, set().union(*(corpus_text_ids(s, args.max_utterances) for s in stems)))
         print(f"compact text vocabulary: {cfg.text_vocab_size} GPT-2 ids")
     if args.text_vocab == "phonemes" and not args.init:
         cfg = tts_lib.with_phonemes(cfg)
@@ -332,10 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = tts_lib.with_speaker_dim(cfg, args.speaker_dim)
     ref_mel = cfg.conditioning.mel_config
     ref_frames = ref_mel.n_frames(int(args.ref_seconds * ref_mel.sample_rate))
-    train = load_split(args.tokens, cfg, ref_frames, args.max_utterances, text_tokenizer, args.language,
-                       args.spell_fraction if cfg.tokenizer == "phonemes" else 0.0)
-    held = load_split(args.eval_tokens or str(Path(args.tokens).with_name("eval")), cfg, ref_frames, None,
-                      text_tokenizer, args.language)
+    train = load_splits(stems, cfg, ref_frames, args.max_utterances, text_tokenizer, args.language,
+                        args.spell_fraction if cfg.tokenizer == "phonemes" else 0.0)
+    held = load_splits(eval_stems, cfg, ref_frames, None, text_tokenizer, args.language)
     # rows padded to a multiple of 16 positions, but never past the model's (XTTS-v2: 402 and 605)
     width = lambda rows, limit: min(limit, -(-max(len(r) for r in rows) // 16) * 16)  # noqa: E731
     text_width = width(train.text + held.text, cfg.text_positions)

@@ -149,3 +149,36 @@ def test_init_gpt_from_a_text_lm_file_starts_the_transformer(corpus, tmp_path):
     tuned = load_tts(out / "tts.safetensors")
     for a, b in zip(_arrays(gpt.transformer), _arrays(tuned.transformer)):  # a vanishing lr: the GPT's blocks
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-8)
+
+
+def test_several_token_stems_train_as_one_corpus(corpus, tmp_path, capsys):
+    import json
+    import shutil
+
+    from xtts_jax.errors import UserError
+    from xtts_jax.models import tts as tts_lib
+
+    second = tmp_path / "tokens2"
+    second.mkdir()
+    for split in ("train", "eval"):
+        for ext in (".bin", ".jsonl", ".json"):
+            shutil.copyfile(corpus / "tokens" / f"{split}{ext}", second / f"{split}{ext}")
+    stems = [str(corpus / "tokens" / "train"), str(second / "train")]
+    cfg = tts_lib.with_text_vocab(tts_lib.get_config("tiny"), set().union(*(train_tts.corpus_text_ids(s, None) for s in stems)))
+    one = train_tts.load_split(stems[0], cfg, 4, None)
+    both = train_tts.load_splits(stems, cfg, 4, None)
+    assert both.text == one.text + one.text and both.audio == one.audio + one.audio
+    assert both.speaker == one.speaker * 2 and both.ref_mel.shape[0] == 2 * one.ref_mel.shape[0]
+    np.testing.assert_array_equal(both.ref_mel[len(one.text):], one.ref_mel)
+    assert train_tts.token_dvae(stems) == str(corpus / "dvae.safetensors")
+
+    # the command line takes the stems separated by commas, held-out stems beside each
+    assert _train(corpus, tmp_path / "run", "--tokens", ",".join(stems)) == 0
+    assert f"{2 * len(one.text)} training and" in capsys.readouterr().out
+
+    info = json.loads((second / "train.json").read_text())
+    (second / "train.json").write_text(json.dumps({**info, "dvae_path": str(tmp_path / "other.safetensors")}))
+    with pytest.raises(UserError, match="different DVAEs"):
+        train_tts.token_dvae(stems)
+    assert _train(corpus, tmp_path / "bad", "--tokens", ",".join(stems)) == 2
+    assert "do not mix" in capsys.readouterr().err
