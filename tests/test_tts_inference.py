@@ -11,6 +11,8 @@ import pytest
 from xtts_jax.errors import UserError
 from xtts_jax.inference import tts as P
 from xtts_jax.inference.sampling import SamplingConfig
+from xtts_jax.inference import streaming
+from xtts_jax.inference.streaming import stream_codes
 from xtts_jax.inference.vocoder import Vocoder
 from xtts_jax.models.dvae import DVAE, PRESETS as DVAE_PRESETS
 from xtts_jax.models.tts import get_config
@@ -111,7 +113,7 @@ def test_seed_gives_the_same_audio(synth, conds):
 def test_stream_yields_the_same_tokens_as_batch(synth, conds, sampling):
     row = P.text_tokens("Streaming works.", synth.model.config)
     want = synth.codes([row], conds[:1], jax.random.key(0), sampling)[0]
-    pieces = list(P.stream_codes(synth.model, conds[0], row, jax.random.key(0), sampling, chunk_tokens=5))
+    pieces = list(stream_codes(synth.model, conds[0], row, jax.random.key(0), sampling, chunk_tokens=5))
     assert [len(p) for p, _ in pieces][:-1] == [5] * (len(pieces) - 1) and pieces[-1][1]
     assert sum((p for p, _ in pieces), []) == want
     if sampling is XTTS:
@@ -132,7 +134,7 @@ def test_stream_renders_windows_close_to_the_whole_sentence(synth, conds, monkey
     whole = synth.render(codes, conds[0], row)
     rendered = []
     real = P.render_dvae_codes
-    monkeypatch.setattr(P, "render_dvae_codes", lambda d, v, c, s=None: rendered.append(len(c)) or real(d, v, c, s))
+    monkeypatch.setattr(streaming, "render_dvae_codes", lambda d, v, c, s=None: rendered.append(len(c)) or real(d, v, c, s))
     pieces = list(synth.stream("A longer sentence streams in many chunks.", conds[0], jax.random.key(1), sampling,
                                chunk_tokens=4, context_tokens=6))
     streamed = np.concatenate(pieces)
