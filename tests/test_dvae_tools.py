@@ -90,6 +90,30 @@ def test_encode_audio_errors_name_the_problem(tmp_path, tiny_model, capsys):
     assert e.value.code == 2 and "missing_file 1" in capsys.readouterr().err
 
 
+def test_encode_audio_per_speaker_encodes_a_seeded_subset(tmp_path, tiny_model, capsys):
+    save_dvae(tiny_model, str(tmp_path / "dvae.safetensors"))
+    utts = []
+    for s, count in (("b", 5), ("a", 2)):
+        for i in range(count):
+            sf.write(tmp_path / f"{s}{i}.wav", _wave(0.6, 200 + 40 * i, i), 22050)
+            utts.append(Utterance(tmp_path / f"{s}{i}.wav", f"{s} {i}", s))
+    manifest = write_manifest(utts, tmp_path / "m.jsonl")
+
+    def encode(out, *extra):
+        with pytest.raises(SystemExit) as e:
+            encode_audio.main(["--dvae", str(tmp_path / "dvae.safetensors"), "--data", str(manifest),
+                               "--out", str(tmp_path / out), *extra])
+        return e.value.code
+
+    assert encode("three", "--per-speaker", "3") == 0
+    texts = [json.loads(line)["text"] for line in (tmp_path / "three.jsonl").read_text().splitlines()]
+    assert [t.split()[0] for t in texts] == ["a", "a", "b", "b", "b"]  # all of a, three of b, a before b
+    assert len(set(texts)) == 5
+    assert encode("again", "--per-speaker", "3") == 0  # seeded: the same choice again
+    assert (tmp_path / "again.jsonl").read_text() == (tmp_path / "three.jsonl").read_text()
+    assert encode("bad", "--per-speaker", "-1") == 2 and "must be >= 0" in capsys.readouterr().err
+
+
 def test_train_step_moves_codebook_by_ema_not_by_optimizer(tiny_model):
     task = train_dvae.DVAETask(tiny_model.cfg)
     params, static = eqx.partition(tiny_model, eqx.is_array)

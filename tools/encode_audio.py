@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -41,6 +42,16 @@ def encode_wave(model: DVAE, wave: np.ndarray, bucket_tokens: int = BUCKET_TOKEN
 _encode = eqx.filter_jit(DVAE.encode)
 
 
+def choose_per_speaker(utts: list, n: int, seed: int = 0) -> list:
+    """At most ``n`` utterances of each speaker, drawn at random (seeded), speakers in name order."""
+    shuffled = list(utts)
+    random.Random(seed).shuffle(shuffled)
+    by_speaker: dict[str, list] = {}
+    for u in shuffled:
+        by_speaker.setdefault(u.speaker, []).append(u)
+    return [u for s in sorted(by_speaker) for u in by_speaker[s][:n]]
+
+
 @run_cli
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -50,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output stem: writes OUT.bin, OUT.jsonl, OUT.json")
     ap.add_argument("--min-seconds", type=float, default=0.5)
     ap.add_argument("--max-seconds", type=float, default=20.0)
+    ap.add_argument("--per-speaker", type=int, default=0,
+                    help="encode at most this many utterances a speaker, a seeded random choice (0: all); "
+                    "a held-out split the trainer only samples from need not be encoded whole")
     args = ap.parse_args(argv)
 
     if not Path(args.dvae).exists():
@@ -66,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         reasons = ", ".join(f"{r} {report[r]}" for r in SKIP_REASONS if report[r])
         raise UserError(f"no usable utterances in {args.data} ({reasons or 'it lists none'}).")
 
+    if args.per_speaker < 0:
+        raise UserError(f"--per-speaker {args.per_speaker} must be >= 0")
+    if args.per_speaker:
+        utts = choose_per_speaker(utts, args.per_speaker)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     offset, rows, failed = 0, [], 0
