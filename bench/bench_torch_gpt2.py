@@ -21,9 +21,10 @@ SIZES = {"gpt2": dict(n_layer=12, n_head=12, n_embd=768), "tiny": dict(n_layer=4
 
 
 def make_step(n_layer: int, n_head: int, n_embd: int, vocab_size: int, block: int, batch: int,
-              device: str = "cpu", compile: bool = False, seed: int = 0):
+              device: str = "cpu", compile: bool = False, seed: int = 0, bf16: bool | None = None):
     """(step, model): ``step()`` runs one training step of a transformers ``GPT2LMHeadModel`` (SDPA
-    attention, tied embeddings, no dropout) on random tokens: forward (bf16 autocast on CUDA), fp32
+    attention, tied embeddings, no dropout) on random tokens: forward (bf16 autocast on CUDA, or
+    where ``bf16`` says), fp32
     cross-entropy, backward, clipping at 1.0, AdamW (lr 6e-4, betas 0.9/0.95, weight decay 0.1 on
     matrices; fused on CUDA), and returns the loss tensor without waiting for it."""
     import torch
@@ -31,6 +32,7 @@ def make_step(n_layer: int, n_head: int, n_embd: int, vocab_size: int, block: in
 
     torch.manual_seed(seed)
     cuda = device == "cuda"
+    bf16 = cuda if bf16 is None else bf16
     cfg = GPT2Config(vocab_size=vocab_size, n_positions=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="sdpa",
                      bos_token_id=0, eos_token_id=0)
@@ -44,7 +46,7 @@ def make_step(n_layer: int, n_head: int, n_embd: int, vocab_size: int, block: in
 
     def step():
         x = torch.randint(0, vocab_size, (batch, block + 1), generator=gen).to(device, non_blocking=True)
-        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cuda):
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
             logits = step_model(input_ids=x[:, :-1]).logits
         loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), x[:, 1:].reshape(-1))
         loss.backward()

@@ -13,8 +13,11 @@ Variants, each built once and then run once per round in turn (A B C D A B C D .
 the machine's load hits all of them alike; the table gives medians and the load averages:
   ``jax``         our Trainer on one CPU device, built as the recipes build it (CPU defaults of GPTConfig)
   ``jax-cores``   the same over one device per core (sharding.devices_per_cpu_core), data-parallel
+  ``jax-cores-bf16`` the same with ``compute_dtype`` bfloat16: matmuls in bf16 with float32
+                  accumulation, parameters, residual stream, softmax and loss in float32
   ``torch``       transformers' GPT2LMHeadModel of the same depth, width, heads, sequence length and
                   output vocabulary (bench_torch_gpt2.make_step), eager, ``torch.set_num_threads`` = cores
+  ``torch-bf16``  the same under ``torch.autocast`` to bfloat16 (PyTorch's mixed precision on CPU)
   ``torch-compile`` the same under ``torch.compile`` (compiling takes a minute or two on 2 cores)
 For the TTS shape the PyTorch side is that GPT-2 over the same 400 positions with the audio vocabulary
 (no conditioning encoder, one head): a little less work than ours. tokens/s counts the step's target
@@ -38,7 +41,7 @@ from xtts_jax.errors import run_cli
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-VARIANTS = ("jax", "jax-cores", "torch", "torch-compile")
+VARIANTS = ("jax", "jax-cores", "jax-cores-bf16", "torch", "torch-bf16", "torch-compile")
 
 
 def jax_step(task, batch_rows: np.ndarray, devices):
@@ -60,6 +63,16 @@ def jax_step(task, batch_rows: np.ndarray, devices):
         jax.block_until_ready(metrics)
 
     return step
+
+
+def in_bf16(task):
+    """``task`` with its GPT's matmuls in bfloat16 (``compute_dtype``; the TTS task's GPT inside its config)."""
+    import dataclasses
+
+    cfg = task.config
+    if hasattr(cfg, "gpt"):
+        return dataclasses.replace(task, config=dataclasses.replace(cfg, gpt=dataclasses.replace(cfg.gpt, compute_dtype="bfloat16")))
+    return dataclasses.replace(task, config=dataclasses.replace(cfg, compute_dtype="bfloat16"))
 
 
 def gpt_shape(batch: int):
@@ -134,8 +147,11 @@ def main(argv=None) -> int:
                 steps[v] = jax_step(task, rows, jax.devices()[:1])
             elif v == "jax-cores":
                 steps[v] = jax_step(task, rows, jax.devices()[:cores])
+            elif v == "jax-cores-bf16":
+                steps[v] = jax_step(in_bf16(task), rows, jax.devices()[:cores])
             else:
-                torch_step = make_step(**torch_kw, batch=args.batch_size, compile=v == "torch-compile")[0]
+                torch_step = make_step(**torch_kw, batch=args.batch_size, compile=v == "torch-compile",
+                                       bf16=v == "torch-bf16")[0]
                 steps[v] = lambda s=torch_step: s().item()  # item(): waits for the step
             for _ in range(2):  # compile / warm up
                 steps[v]()
