@@ -61,7 +61,8 @@ $PY recipes/train_tts.py --tokens "$DATA/tokens/train,$BROAD/tokens/train" --ini
     --eval-every 500 --sample-every 0 --ckpt-every 250 --out "$OUT/tts_both"
 # 5. the package: 16-bit generator, decoder-only DVAE, 1024-d voices
 $PY tools/pack_model.py --tts "$OUT/tts_both/tts.safetensors" --dvae "$OUT/tts_both/dvae.safetensors" \
-    --speakers "$OUT/tts_both/speakers" --out "$OUT/package"
+    --speakers "$OUT/tts_both/speakers" --out "$OUT/package" \
+    --temperature 0.3 --top-k 50 --top-p 0.85 --repetition-penalty 1  # chosen on the corpus's held-out split
 # 6. evaluation: the 48 held-out everyday sentences in the four voices and in festival's kal, a voice
 #    never trained on (cloned from a clip); every rung from the recordings to the model
 $PY recipes/make_speech_corpus.py --out "$OUT/heldout" --text xtts_jax/eval/heldout_sentences.txt \
