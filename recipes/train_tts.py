@@ -322,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     stems = [s.strip() for s in args.tokens.split(",") if s.strip()]
+    if not stems:
+        raise UserError(f"--tokens {args.tokens!r} names no token files")
     eval_stems = ([s.strip() for s in args.eval_tokens.split(",") if s.strip()] if args.eval_tokens
                   else [str(Path(s).with_name("eval")) for s in stems])
     dvae_path = args.dvae or token_dvae(stems)

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="encode at most this many utterances a speaker, a seeded random choice (0: all); "
                     "a held-out split the trainer only samples from need not be encoded whole")
     args = ap.parse_args(argv)
-
+    if args.per_speaker < 0:
+        raise UserError(f"--per-speaker {args.per_speaker} must be >= 0")
     if not Path(args.dvae).exists():
         raise UserError(f"DVAE weights {args.dvae} do not exist; train them with recipes/train_dvae.py.")
     model = load_dvae(args.dvae)  # a folder or a broken file is one sentence naming it
@@ -80,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
         reasons = ", ".join(f"{r} {report[r]}" for r in SKIP_REASONS if report[r])
         raise UserError(f"no usable utterances in {args.data} ({reasons or 'it lists none'}).")
 
-    if args.per_speaker < 0:
-        raise UserError(f"--per-speaker {args.per_speaker} must be >= 0")
     if args.per_speaker:
         utts = choose_per_speaker(utts, args.per_speaker)
     out = Path(args.out)
