@@ -204,6 +204,7 @@ class TTSTask:
     ref_frames: int
     init_gpt: str | None = None
     init: str | None = None  # a TTS checkpoint whose weights start the run (fine-tuning)
+    ctc_weight: float = 0.0  # weight of the CTC alignment aid (models/alignment.py); needs config.ctc_head
     sampler: object = None  # called by the trainer's sample hook (audio, not text)
     # row width -> (text width, audio width) of length-bucketed batches (Batches.layouts); a row
     # width not listed holds text_width text tokens and the rest audio
@@ -211,7 +212,8 @@ class TTSTask:
 
     def init_model(self, key: jax.Array) -> tts_lib.TTS:
         if self.init:
-            return load_init(self.init)
+            model = load_init(self.init)
+            return tts_lib.with_ctc_head(model, key) if self.config.ctc_head else model
         model = tts_lib.TTS(self.config, key=key)
         if self.init_gpt:
             model = tts_lib.init_from_gpt(model, *load_gpt(self.init_gpt))
@@ -246,7 +248,7 @@ class TTSTask:
         keys = jax.random.split(key, batch.shape[0]) if key is not None else None
 
         def one(c, t, tl, a, al, k):
-            return tts_lib.tts_loss(model, c, t, tl, a, al, key=k)
+            return tts_lib.tts_loss(model, c, t, tl, a, al, key=k, ctc_weight=self.ctc_weight)
 
         _, metrics = jax.vmap(one)(cond, text, text_len, audio, audio_len, keys)
         metrics = jax.tree.map(jnp.mean, metrics)
@@ -296,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
                     "whose blocks and text tables start the model")
     ap.add_argument("--init", help="a tts.safetensors to fine-tune: its config (size, text vocabulary, "
                     "conditioning) and weights start the run; --preset and --text-vocab are then ignored")
+    ap.add_argument("--ctc-weight", type=float, default=0.0,
+                    help="weight of a CTC loss that makes the audio latents read the next phonemes, an "
+                    "alignment aid (models/alignment.py); 0: off. Adds a small head, kept in the checkpoint")
     ap.add_argument("--language", default="en", help="language of the training text, for a checkpoint with "
                     "XTTS-v2's multilingual tokenizer (--init of a converted XTTS-v2)")
     ap.add_argument("--out", default="runs/tts")
@@ -355,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--spell-fraction {args.spell_fraction} must lie in [0, 1)")
     if args.speaker_dim and not args.init:
         cfg = tts_lib.with_speaker_dim(cfg, args.speaker_dim)
+    if not 0 <= args.ctc_weight < 100:
+        raise UserError(f"--ctc-weight {args.ctc_weight} must lie in [0, 100)")
+    if args.ctc_weight:
+        cfg = dataclasses.replace(cfg, ctc_head=True)
     ref_mel = cfg.conditioning.mel_config
     ref_frames = ref_mel.n_frames(int(args.ref_seconds * ref_mel.sample_rate))
     train = load_splits(stems, cfg, ref_frames, args.max_utterances, text_tokenizer, args.language,
@@ -367,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(train.text)} training and {len(held.text)} held-out utterances; "
           f"text <= {text_width} tokens, audio <= {audio_width} tokens")
 
-    task = TTSTask(cfg, text_width, audio_width, ref_frames, args.init_gpt, args.init,
+    task = TTSTask(cfg, text_width, audio_width, ref_frames, args.init_gpt, args.init, args.ctc_weight,
                    listening_sample(held, dvae, out))
     if args.length_buckets < 1:
         raise UserError(f"--length-buckets {args.length_buckets} must be >= 1")

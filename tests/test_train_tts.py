@@ -182,3 +182,51 @@ def test_several_token_stems_train_as_one_corpus(corpus, tmp_path, capsys):
         train_tts.token_dvae(stems)
     assert _train(corpus, tmp_path / "bad", "--tokens", ",".join(stems)) == 2
     assert "do not mix" in capsys.readouterr().err
+
+
+def test_ctc_weight_trains_a_head_and_logs_its_loss(corpus, base, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "ctc"
+    assert _train(corpus, out, "--text-vocab", "phonemes", "--ctc-weight", "0.5") == 0
+    assert load_tts(out / "tts.safetensors").config.ctc_head
+    evals = [json.loads(line) for line in open(out / "metrics.jsonl") if '"eval"' in line]
+    assert evals and {"val_ctc", "val_audio_ce", "val_ctc_feasible"} <= set(evals[-1])
+    # fine-tuning a checkpoint without the head adds one and keeps the rest
+    tuned = tmp_path / "tuned"
+    assert _train(corpus, tuned, "--init", str(base / "tts.safetensors"), "--ctc-weight", "0.5", "--lr", "1e-12") == 0
+    first, second = load_tts(base / "tts.safetensors"), load_tts(tuned / "tts.safetensors")
+    assert first.ctc_head is None and second.ctc_head is not None
+    for a, b in zip(_arrays(first), _arrays(eqx.tree_at(lambda m: m.ctc_head, second, None, is_leaf=lambda x: x is None))):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+    assert _train(corpus, tmp_path / "bad", "--ctc-weight", "-1") == 2
+    assert "--ctc-weight" in capsys.readouterr().err
+
+
+def test_loss_by_position_tool_matches_the_unpadded_forward(corpus, base, tmp_path):
+    import json
+
+    import jax.numpy as jnp
+    import optax
+
+    tool = load_script("loss_by_position", "tools/loss_by_position.py")
+    model = load_tts(base / "tts.safetensors")
+    out = tmp_path / "pos.json"
+    assert _run(tool, ["--checkpoint", str(base / "tts.safetensors"), "--tokens", str(corpus / "tokens" / "eval"),
+                       "--bins", "2", "--attention", "--json", str(out)]) == 0
+    found = json.loads(out.read_text())
+    mel = model.config.conditioning.mel_config
+    split = train_tts.load_split(str(corpus / "tokens" / "eval"), model.config, mel.n_frames(3 * mel.sample_rate), None)
+    assert found["utterances"] == len(split.text) == 2
+    sums, counts = np.zeros(2), np.zeros(2)
+    for u in range(2):  # the plain forward of each utterance, no padding
+        audio = jnp.asarray(split.audio[u])
+        logits = model(model.conditioner(jnp.asarray(split.ref_mel[u])), jnp.asarray(split.text[u]), audio).audio_logits
+        ce = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits[:-1], audio[1:]))[:len(audio) - 2]
+        half = np.arange(ce.size) * 2 // ce.size
+        np.add.at(sums, half, ce)
+        np.add.at(counts, half, 1)
+    np.testing.assert_allclose(found["audio_ce"], sums / counts, rtol=1e-4)
+    heads = found["attention"]
+    assert len(heads) == model.config.gpt.n_layer and all(0 <= h["text_share"] <= 1 for layer in heads for h in layer)
+    assert _run(tool, ["--checkpoint", str(tmp_path / "none.safetensors"), "--tokens", "x"]) == 2

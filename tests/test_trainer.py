@@ -283,12 +283,12 @@ def test_bar_counts_finished_steps_and_shows_eval(tmp_path, monkeypatch):
     def progress(self, n):
         shown.append((n, all(x.is_ready() for x in jax.tree.leaves(returned[n - 1]))))
 
-    real_init, real_eval = metrics_mod.MetricsLogger.__init__, trainer.evaluate
+    real_init, real_eval = metrics_mod.MetricsLogger.__init__, trainer.evaluate_metrics
     monkeypatch.setattr(metrics_mod.MetricsLogger, "__init__",
                         lambda self, *a, **k: loggers.append(self) or real_init(self, *a, **k))
     monkeypatch.setattr(metrics_mod.MetricsLogger, "progress", progress)
     monkeypatch.setattr(trainer, "train_step", step)
-    monkeypatch.setattr(trainer, "evaluate", lambda p: evaluating.append(loggers[0].bar.desc) or real_eval(p))
+    monkeypatch.setattr(trainer, "evaluate_metrics", lambda p: evaluating.append(loggers[0].bar.desc) or real_eval(p))
     trainer.fit(show_progress=True)
     assert [n for n, _ in shown] == sorted({n for n, _ in shown}) and shown[-1][0] == 6
     assert all(ready for _, ready in shown), shown

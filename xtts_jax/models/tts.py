@@ -62,6 +62,9 @@ class TTSConfig:
     # conversions, as coqui's HF generate call, which leaves it drawable (drawn, it stays in the
     # codes the latents pass reads, but is no DVAE code).
     sample_audio_start: bool = False
+    # An auxiliary head on the audio latents that reads the text's next phonemes, trained with CTC
+    # (``models/alignment.py``): a training-time aid for alignment; sampling never reads it.
+    ctc_head: bool = False
 
     def __post_init__(self):
         if self.tokenizer not in TOKENIZERS:
@@ -197,6 +200,7 @@ class TTS(eqx.Module):
     audio_head: Dense
     conditioner: Conditioner | None
     speaker_in: Dense | None  # speaker_dim -> n_embd, for a model narrower than its speaker vectors
+    ctc_head: Dense | None  # n_embd -> text_vocab_size + 1 (the last class is CTC's blank)
     config: TTSConfig = eqx.field(static=True)
 
     def __init__(self, cfg: TTSConfig, *, key: PRNGKeyArray):
@@ -213,6 +217,8 @@ class TTS(eqx.Module):
         self.text_head = Dense(d, cfg.text_vocab_size, bias=True, std=0.02, key=k[5])
         self.audio_head = Dense(d, cfg.audio_vocab_size, bias=True, std=0.02, key=k[6])
         self.conditioner = Conditioner(cfg.conditioning, key=k[7]) if cfg.conditioning else None
+        self.ctc_head = (Dense(d, cfg.text_vocab_size + 1, bias=True, std=0.02, key=jax.random.fold_in(key, 9))
+                         if cfg.ctc_head else None)
         self.config = cfg
 
     def head(self, h: Float[Array, "... C"], which: Dense) -> Float[Array, "... V"]:
@@ -260,22 +266,42 @@ class TTS(eqx.Module):
         return self.conditioner.from_chunks(chunks)
 
 
+def with_ctc_head(model: TTS, key: PRNGKeyArray) -> TTS:
+    """``model`` with a fresh CTC head (``models/alignment.py``), e.g. to fine-tune a checkpoint
+    trained without one; a model that has one is returned as it is."""
+    if model.ctc_head is not None:
+        return model
+    fresh = TTS(dataclasses.replace(model.config, ctc_head=True), key=key)
+    names = [f.name for f in dataclasses.fields(TTS) if f.name not in ("ctc_head", "config")]
+    return eqx.tree_at(lambda m: [getattr(m, n) for n in names], fresh, [getattr(model, n) for n in names],
+                       is_leaf=lambda x: x is None)
+
+
 def _masked_ce(logits: Array, targets: Array, mask: Array) -> Array:
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
     return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1)
 
 
 def tts_loss(model: TTS, cond: Float[Array, "K C"], text: Int[Array, " Tt"], text_len: Int[Array, ""],
-             audio: Int[Array, " Ta"], audio_len: Int[Array, ""], *, key: PRNGKeyArray | None = None):
+             audio: Int[Array, " Ta"], audio_len: Int[Array, ""], *, key: PRNGKeyArray | None = None,
+             ctc_weight: float = 0.0):
     """XTTS-v2's loss for one example: ``0.01 * text CE + audio CE`` over next tokens within each
-    segment, padding masked. Returns (loss, {"loss", "text_ce", "audio_ce"})."""
+    segment, padding masked; with ``ctc_weight`` (a model with a CTC head) plus that weight times
+    the head's CTC loss per label (``alignment.next_phoneme_ctc``). Returns (loss, metrics)."""
+    from xtts_jax.models.alignment import next_phoneme_ctc
+
     out = model(cond, text, audio, text_len, audio_len, key=key)
     text_mask = jnp.arange(text.shape[0] - 1) < text_len - 1
     audio_mask = jnp.arange(audio.shape[0] - 1) < audio_len - 1
     text_ce = _masked_ce(out.text_logits[:-1], text[1:], text_mask)
     audio_ce = _masked_ce(out.audio_logits[:-1], audio[1:], audio_mask)
     loss = TEXT_LOSS_WEIGHT * text_ce + audio_ce
-    return loss, {"loss": loss, "text_ce": text_ce, "audio_ce": audio_ce}
+    metrics = {"text_ce": text_ce, "audio_ce": audio_ce}
+    if ctc_weight and model.ctc_head is not None:
+        ctc, feasible = next_phoneme_ctc(model, out.latents, text, text_len, audio_len)
+        loss = loss + ctc_weight * ctc
+        metrics |= {"ctc": ctc, "ctc_feasible": feasible.astype(jnp.float32)}
+    return loss, {"loss": loss, **metrics}
 
 
 def init_from_gpt(model: TTS, gpt: GPT, token_ids=None) -> TTS:

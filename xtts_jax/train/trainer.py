@@ -204,9 +204,13 @@ class Trainer:
             print(text, flush=True)
 
     def evaluate(self, params: Any) -> float:
-        losses = [self.eval_step(params, shd.global_batch(self.eval_data(i), self.mesh))["loss"]
-                  for i in range(self.cfg.eval_steps)]
-        return float(np.mean(jax.device_get(losses)))
+        return self.evaluate_metrics(params)["loss"]
+
+    def evaluate_metrics(self, params: Any) -> dict[str, float]:
+        """The task's metrics (``loss`` and the rest) averaged over ``cfg.eval_steps`` held-out batches."""
+        found = jax.device_get([self.eval_step(params, shd.global_batch(self.eval_data(i), self.mesh))
+                                for i in range(self.cfg.eval_steps)])
+        return {k: float(np.mean([m[k] for m in found])) for k in found[0]}
 
     def samples(self, params: Any, step: int) -> list[str]:
         sample = getattr(self.task, "sample", None)
@@ -284,8 +288,10 @@ class Trainer:
         evaluated = None
         if self.eval_data is not None and self._due(step, cfg.eval_every):
             with log.stage("eval"):
-                evaluated = self._val_loss = self.evaluate(state["params"])
-            log.log(step, {"val_loss": evaluated}, kind="eval")
+                metrics = self.evaluate_metrics(state["params"])
+                evaluated = self._val_loss = metrics["loss"]
+            log.log(step, {"val_loss": evaluated, **{f"val_{k}": v for k, v in metrics.items() if k != "loss"}},
+                    kind="eval")
         if self._due(step, cfg.sample_every):
             with log.stage("samples"):
                 self._samples = self.samples(state["params"], step)
