@@ -81,7 +81,7 @@ def attention_alignment(model, split, utterances: int = 8) -> list[list[dict]]:
                              model.audio_embedding[audio] + model.audio_pos[:audio.shape[0]]])
         t = h.shape[0]
         for layer in range(cfg.n_layer):
-            block = eqx.combine(jax.tree.map(lambda a: a[layer], params), static)
+            block = eqx.combine(jax.tree.map(lambda a, i=layer: a[i], params), static)
             q, k, v = block.attn.qkv(block.ln_1(h))
             s = jnp.einsum("qhd,khd->hqk", q, k) / math.sqrt(q.shape[-1])
             p = jax.nn.softmax(jnp.where(jnp.tri(t, dtype=bool), s, -jnp.inf), -1)
