@@ -205,6 +205,8 @@ class TTSTask:
     init_gpt: str | None = None
     init: str | None = None  # a TTS checkpoint whose weights start the run (fine-tuning)
     ctc_weight: float = 0.0  # weight of the CTC alignment aid (models/alignment.py); needs config.ctc_head
+    align_prior: float = 0.0  # weight of the diagonal attention prior (models/alignment.py), training steps only
+    align_prior_layers: int = 1
     sampler: object = None  # called by the trainer's sample hook (audio, not text)
     # row width -> (text width, audio width) of length-bucketed batches (Batches.layouts); a row
     # width not listed holds text_width text tokens and the rest audio
@@ -246,9 +248,12 @@ class TTSTask:
         text_len, audio_len, text, audio, mel = self.unpack(batch)
         cond = jax.vmap(model.conditioner)(mel)
         keys = jax.random.split(key, batch.shape[0]) if key is not None else None
+        # the prior guides training steps only: the held-out loss (key None) is the model's own
+        prior = ({"prior_weight": self.align_prior, "prior_layers": self.align_prior_layers}
+                 if key is not None and self.align_prior else {})
 
         def one(c, t, tl, a, al, k):
-            return tts_lib.tts_loss(model, c, t, tl, a, al, key=k, ctc_weight=self.ctc_weight)
+            return tts_lib.tts_loss(model, c, t, tl, a, al, key=k, ctc_weight=self.ctc_weight, **prior)
 
         _, metrics = jax.vmap(one)(cond, text, text_len, audio, audio_len, keys)
         metrics = jax.tree.map(jnp.mean, metrics)
@@ -301,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ctc-weight", type=float, default=0.0,
                     help="weight of a CTC loss that makes the audio latents read the next phonemes, an "
                     "alignment aid (models/alignment.py); 0: off. Adds a small head, kept in the checkpoint")
+    ap.add_argument("--align-prior", type=float, default=0.0,
+                    help="weight of a diagonal prior on the attention from audio to text in the first "
+                    "--align-prior-layers layers during training (models/alignment.py); 0: off. The "
+                    "held-out loss and sampling run without it")
+    ap.add_argument("--align-prior-layers", type=int, default=1)
     ap.add_argument("--language", default="en", help="language of the training text, for a checkpoint with "
                     "XTTS-v2's multilingual tokenizer (--init of a converted XTTS-v2)")
     ap.add_argument("--out", default="runs/tts")
@@ -364,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--ctc-weight {args.ctc_weight} must lie in [0, 100)")
     if args.ctc_weight:
         cfg = dataclasses.replace(cfg, ctc_head=True)
+    if not 0 <= args.align_prior < 100 or not 0 <= args.align_prior_layers <= cfg.gpt.n_layer:
+        raise UserError(f"--align-prior {args.align_prior} must lie in [0, 100) and --align-prior-layers "
+                        f"{args.align_prior_layers} in [0, {cfg.gpt.n_layer}]")
     ref_mel = cfg.conditioning.mel_config
     ref_frames = ref_mel.n_frames(int(args.ref_seconds * ref_mel.sample_rate))
     train = load_splits(stems, cfg, ref_frames, args.max_utterances, text_tokenizer, args.language,
@@ -377,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
           f"text <= {text_width} tokens, audio <= {audio_width} tokens")
 
     task = TTSTask(cfg, text_width, audio_width, ref_frames, args.init_gpt, args.init, args.ctc_weight,
-                   listening_sample(held, dvae, out))
+                   args.align_prior, args.align_prior_layers, listening_sample(held, dvae, out))
     if args.length_buckets < 1:
         raise UserError(f"--length-buckets {args.length_buckets} must be >= 1")
     train_batches = Batches(train, args.batch_size, args.seed, text_width, audio_width, args.length_buckets,

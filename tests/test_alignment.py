@@ -85,3 +85,57 @@ def test_with_ctc_head_keeps_every_weight_and_survives_save_and_load(tmp_path):
     old = {k: v for k, v in bare.config.to_dict().items() if k != "ctc_head"}  # written before the field
     export_safetensors(bare, str(tmp_path / "b.safetensors"), {"tts": old})
     assert tts_lib.load_tts(str(tmp_path / "b.safetensors")).ctc_head is None
+
+
+def test_beta_binomial_prior_matches_scipy_and_stays_in_its_segments():
+    from scipy.stats import betabinom
+
+    from xtts_jax.models.alignment import attention_prior_bias, beta_binomial_log_prior
+
+    text_len, audio_len = 7, 12
+    logp = np.asarray(beta_binomial_log_prior(jnp.arange(audio_len), jnp.arange(text_len), jnp.asarray(text_len),
+                                              jnp.asarray(audio_len), scale=1.0, floor=-1e9))
+    for t in range(audio_len):
+        ref = betabinom(text_len - 1, t + 1, audio_len - t).logpmf(np.arange(text_len))
+        np.testing.assert_allclose(logp[t], ref - ref.max(), atol=1e-4)
+    assert logp[0].argmax() == 0 and logp[-1].argmax() == text_len - 1  # the band runs corner to corner
+
+    n_cond, total = 3, 3 + 9 + 14  # text padded to 9, audio to 14
+    bias = np.asarray(attention_prior_bias(n_cond, total, jnp.asarray(text_len), jnp.asarray(audio_len), 0.5))[0]
+    audio_rows = slice(n_cond + text_len, n_cond + text_len + audio_len)
+    text_cols = slice(n_cond, n_cond + text_len)
+    np.testing.assert_allclose(bias[audio_rows, text_cols], 0.5 * np.maximum(logp, -8.0), atol=1e-5)
+    outside = bias.copy()
+    outside[audio_rows, text_cols] = 0
+    assert not outside.any()
+
+
+def test_blocked_attention_bias_matches_the_xla_path():
+    from xtts_jax.models.gpt import blocked_causal_attention
+
+    ks = jax.random.split(jax.random.key(0), 4)
+    q, k, v = (jax.random.normal(kk, (40, 2, 8)) for kk in ks[:3])
+    bias = jax.random.normal(ks[3], (2, 40, 40))
+    ref = jax.nn.dot_product_attention(q, k, v, bias=bias, is_causal=True, implementation="xla")
+    np.testing.assert_allclose(blocked_causal_attention(q, k, v, block=16, bias=bias), ref, atol=1e-5)
+    np.testing.assert_allclose(blocked_causal_attention(q, k, v, block=16, bias=bias[:1]),
+                               jax.nn.dot_product_attention(q, k, v, bias=bias[:1], is_causal=True), atol=1e-5)
+
+
+def test_prior_changes_only_the_first_layers_and_keeps_padding_invariance():
+    model = _model(ctc_head=False)
+    cfg = model.config
+    ids = phonemes.encode("Zebras run.")
+    text = jnp.asarray([cfg.text_start_token, *ids, cfg.text_stop_token])
+    audio = jnp.asarray([cfg.audio_start_token, *range(3, 21), cfg.audio_stop_token])
+    cond = jax.random.normal(jax.random.key(2), (cfg.conditioning.num_latents, cfg.speaker_width))
+    plain = model(cond, text, audio).audio_logits
+    guided = model(cond, text, audio, prior_weight=1.0, prior_layers=1).audio_logits
+    assert not np.allclose(plain, guided, atol=1e-4)  # the prior acts
+    np.testing.assert_array_equal(model(cond, text, audio, prior_weight=1.0, prior_layers=0).audio_logits, plain)
+    # right-padded segments under the prior give the unpadded result (the prior follows the sorting)
+    pad_text = jnp.concatenate([text, jnp.full(5, text[-1])])
+    pad_audio = jnp.concatenate([audio, jnp.full(7, audio[-1])])
+    padded = model(cond, pad_text, pad_audio, jnp.asarray(text.shape[0]), jnp.asarray(audio.shape[0]),
+                   prior_weight=1.0, prior_layers=1).audio_logits
+    np.testing.assert_allclose(padded[:audio.shape[0]], guided, atol=2e-5)

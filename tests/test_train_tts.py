@@ -230,3 +230,24 @@ def test_loss_by_position_tool_matches_the_unpadded_forward(corpus, base, tmp_pa
     heads = found["attention"]
     assert len(heads) == model.config.gpt.n_layer and all(0 <= h["text_share"] <= 1 for layer in heads for h in layer)
     assert _run(tool, ["--checkpoint", str(tmp_path / "none.safetensors"), "--tokens", "x"]) == 2
+
+
+def test_align_prior_guides_training_but_not_the_held_out_loss(corpus, base, tmp_path, capsys):
+    # a vanishing lr: the weights stay, so the held-out loss must be the checkpoint's own, without the prior
+    out = tmp_path / "prior"
+    assert _train(corpus, out, "--init", str(base / "tts.safetensors"), "--align-prior", "1", "--lr", "1e-12") == 0
+    kept = float(read_safetensors_metadata(str(out / "tts.safetensors"))["val_loss"])
+    np.testing.assert_allclose(kept, float(read_safetensors_metadata(str(base / "tts.safetensors"))["val_loss"]),
+                               rtol=1e-6)
+    assert _train(corpus, tmp_path / "bad", "--align-prior-layers", "9") == 2
+    assert "--align-prior-layers" in capsys.readouterr().err
+    # ...while a training step's loss (a key given) does see it
+    model = load_tts(base / "tts.safetensors")
+    split = train_tts.load_split(str(corpus / "tokens" / "train"), model.config, 44, None)
+    batch = jax.numpy.asarray(train_tts.Batches(split, 4, 0, 16, 48)(0))
+    key = jax.random.key(0)
+    plain = train_tts.TTSTask(model.config, 16, 48, 44).loss(model, batch, key)[0]
+    guided = train_tts.TTSTask(model.config, 16, 48, 44, align_prior=1.0).loss(model, batch, key)[0]
+    held = train_tts.TTSTask(model.config, 16, 48, 44, align_prior=1.0).loss(model, batch, None)[0]
+    assert abs(float(guided) - float(plain)) > 1e-4 and float(held) == float(
+        train_tts.TTSTask(model.config, 16, 48, 44).loss(model, batch, None)[0])

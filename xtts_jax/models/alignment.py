@@ -1,4 +1,5 @@
-"""An alignment aid for the generator: a CTC loss that makes the audio latents read the text.
+"""Alignment aids for the generator: a CTC loss that makes the audio latents read the text, and a
+diagonal prior on the attention from audio to text.
 
 A small generator trained only on next-code prediction learns a *positional* alignment: its first
 layer's heads attend from audio position t to text position ~c*t (learned positions on both sides),
@@ -9,10 +10,18 @@ a linear head trained with CTC (Graves et al., 2006) against the sentence's spok
 that can do this needs each latent to know where in the text the speech is, which is what drifts;
 it is the recogniser-on-the-decoder idea of "Maximizing Mutual Information for Tacotron" (Liu et al.,
 2019), applied to the latents of a decoder-only model. Sampling never reads the head.
+
+The prior instead shows the model where to look: during training, the attention scores from audio
+position t to text position k in the first layers get ``w * log P(k | t)``, a beta-binomial band
+along the diagonal scaled by the utterance's true text and audio lengths (the static prior of
+RAD-TTS, Shih et al. 2021, which Koel-TTS, Hussain et al. 2025, applies to the cross-attention of
+its decoder), so the right text reaches each audio position before the model can find it by
+content. Sampling, and the held-out loss, run without it.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -51,3 +60,31 @@ def next_phoneme_ctc(model, latents: Float[Array, "Ta C"], text: Int[Array, " Tt
                           blank_id=cfg.text_vocab_size)[0]
     feasible = loss < _INFEASIBLE
     return jnp.where(feasible, loss / jnp.maximum(jnp.sum(keep), 1), 0.0), feasible
+
+
+def beta_binomial_log_prior(query_audio: Int[Array, " T"], key_text: Int[Array, " S"], text_len: Int[Array, ""],
+                            audio_len: Int[Array, ""], scale: float = 1.0, floor: float = -8.0) -> Float[Array, "T S"]:
+    """``log P(k | t)`` for audio index ``t = query_audio[i]`` and text index ``k = key_text[j]``:
+    the beta-binomial over the ``text_len`` text positions with a = scale (t + 1) and
+    b = scale (audio_len - t) (RAD-TTS's prior), shifted so each row peaks at 0 and floored at
+    ``floor``; 0 where ``t`` or ``k`` lies outside its segment (no bias)."""
+    n = (text_len - 1).astype(jnp.float32)
+    t = jnp.clip(query_audio, 0, audio_len - 1).astype(jnp.float32)[:, None]
+    k = jnp.clip(key_text, 0, text_len - 1).astype(jnp.float32)[None, :]
+    a, b = scale * (t + 1), scale * (audio_len.astype(jnp.float32) - t)
+    gammaln = jax.scipy.special.gammaln
+    betaln = lambda x, y: gammaln(x) + gammaln(y) - gammaln(x + y)  # noqa: E731
+    logp = gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1) + betaln(k + a, n - k + b) - betaln(a, b)
+    inside = ((query_audio >= 0) & (query_audio < audio_len))[:, None] & ((key_text >= 0) & (key_text < text_len))[None, :]
+    peak = jnp.max(jnp.where(inside, logp, -jnp.inf), axis=1, keepdims=True)
+    return jnp.where(inside, jnp.maximum(logp - jnp.where(jnp.isfinite(peak), peak, 0.0), floor), 0.0)
+
+
+def attention_prior_bias(n_cond: int, n_total: int, text_len: Int[Array, ""], audio_len: Int[Array, ""],
+                         weight: float) -> Float[Array, "1 T T"]:
+    """The bias a sequence ``[cond (n_cond) | text (text_len) | audio (audio_len) | padding]`` of
+    ``n_total`` positions adds to its attention scores: ``weight`` times the prior from audio
+    queries to text keys, 0 elsewhere; one [T, T] map shared by the heads."""
+    i = jnp.arange(n_total)
+    prior = beta_binomial_log_prior(i - n_cond - text_len, i - n_cond, text_len, audio_len)
+    return (weight * prior)[None]

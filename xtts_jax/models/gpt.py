@@ -159,19 +159,22 @@ class KVCache(NamedTuple):
 
 
 def blocked_causal_attention(q: Float[Array, "T H D"], k: Float[Array, "T H D"], v: Float[Array, "T H D"],
-                             block: int = QUERY_BLOCK) -> Float[Array, "T H D"]:
+                             block: int = QUERY_BLOCK, bias: Float[Array, "H T T"] | None = None) -> Float[Array, "T H D"]:
     """Causal softmax attention with the queries in blocks of ``block`` rows: block i scores only
     the keys up to its own last row, so most of the masked upper triangle is never computed (3/8
     of the scores at 4 blocks). Scores and softmax in float32. On XLA's CPU backend, which has no
     fused attention kernel, attention alone (B 32, T 256, 4 heads of 48) ran forward+backward about
     1.5x faster than ``jax.nn.dot_product_attention``'s XLA path, as fast as torch's SDPA, and the
-    demo-size training step 1.36x (bench/bench_train.py with ``--model.attention xla`` / ``blocked``)."""
+    demo-size training step 1.36x (bench/bench_train.py with ``--model.attention xla`` / ``blocked``).
+    ``bias``: added to the scores (e.g. an alignment prior), as ``jax.nn.dot_product_attention``'s."""
     t = q.shape[0]
     q = q * jnp.asarray(1 / math.sqrt(q.shape[-1]), q.dtype)
     out = []
     for lo in range(0, t, block):
         hi = min(lo + block, t)
         s = jnp.einsum("qhd,khd->hqk", q[lo:hi], k[:hi], preferred_element_type=jnp.float32)
+        if bias is not None:
+            s = s + bias[:, lo:hi, :hi]
         s = jnp.where(jnp.arange(lo, hi)[:, None] >= jnp.arange(hi)[None, :], s, -jnp.inf)
         p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
         out.append(jnp.einsum("hqk,khd->qhd", p, v[:hi]))
@@ -196,12 +199,14 @@ class CausalSelfAttention(eqx.Module):
         split = lambda t: t.reshape(*t.shape[:-1], self.n_head, -1)  # noqa: E731
         return split(q), split(k), split(v)
 
-    def __call__(self, x: Float[Array, "T C"]) -> tuple[Float[Array, "T C"], tuple[Array, Array]]:
+    def __call__(self, x: Float[Array, "T C"], bias: Float[Array, "H T T"] | None = None
+                 ) -> tuple[Float[Array, "T C"], tuple[Array, Array]]:
         q, k, v = self.qkv(x)
         if self.implementation == "blocked":
-            y = blocked_causal_attention(q, k, v)
+            y = blocked_causal_attention(q, k, v, bias=bias)
         else:
-            y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.implementation)
+            bias = None if bias is None else bias.astype(q.dtype)
+            y = jax.nn.dot_product_attention(q, k, v, bias=bias, is_causal=True, implementation=self.implementation)
         return self.c_proj(y.reshape(x.shape)), (k, v)
 
     def decode(self, x: Float[Array, " C"], k_all: Array, v_all: Array, layer, pos: Int[Array, ""]):
@@ -234,10 +239,12 @@ class Block(eqx.Module):
         self.mlp = MLP(cfg.n_embd, cfg.mlp_activation, bias=cfg.bias, std=0.02, proj_std=proj_std, key=k2)
         self.dropout = cfg.dropout
 
-    def __call__(self, x: Float[Array, "T C"], dtype, key: PRNGKeyArray | None = None):
-        """Residual stream ``x`` stays float32; matmuls run in ``dtype``. Returns (x, (k, v))."""
+    def __call__(self, x: Float[Array, "T C"], dtype, key: PRNGKeyArray | None = None,
+                 bias: Float[Array, "H T T"] | None = None):
+        """Residual stream ``x`` stays float32; matmuls run in ``dtype``; ``bias`` is added to the
+        attention scores. Returns (x, (k, v))."""
         k1, k2 = jax.random.split(key) if key is not None else (None, None)
-        a, kv = self.attn(self.ln_1(x).astype(dtype))
+        a, kv = self.attn(self.ln_1(x).astype(dtype), bias)
         x = x + _dropout(a, self.dropout, k1).astype(x.dtype)
         m = self.mlp(self.ln_2(x).astype(dtype))
         return x + _dropout(m, self.dropout, k2).astype(x.dtype), kv
@@ -280,12 +287,23 @@ class Transformer(eqx.Module):
         self.ln_f = LayerNorm(cfg.n_embd, bias=cfg.bias, eps=cfg.layer_norm_eps)
         self.config = cfg
 
-    def __call__(self, x: Float[Array, "T C"], *, key: PRNGKeyArray | None = None):
-        """Hidden states after ``ln_f`` [T, C] and every layer's (k, v), each [n_layer, T, H, D]."""
+    def __call__(self, x: Float[Array, "T C"], *, key: PRNGKeyArray | None = None,
+                 bias: Float[Array, "H T T"] | None = None, bias_layers: int = 0):
+        """Hidden states after ``ln_f`` [T, C] and every layer's (k, v), each [n_layer, T, H, D].
+        ``bias`` is added to the attention scores of the first ``bias_layers`` layers."""
         cfg = self.config
         keys = None if key is None else jax.random.split(key, cfg.n_layer)
-        body = lambda block, h, k: block(h, cfg.dtype, k)  # noqa: E731
-        x, kv = _over_layers(self.blocks, body, x.astype(jnp.float32), keys, cfg.n_layer, cfg.scan)
+        if bias is None or bias_layers <= 0:
+            body = lambda block, h, k: block(h, cfg.dtype, k)  # noqa: E731
+            x, kv = _over_layers(self.blocks, body, x.astype(jnp.float32), keys, cfg.n_layer, cfg.scan)
+            return self.ln_f(x), kv
+
+        def body(block, h, xs):
+            k, layer = xs
+            return block(h, cfg.dtype, k, jnp.where(layer < bias_layers, bias, 0.0).astype(jnp.float32))
+
+        x, kv = _over_layers(self.blocks, body, x.astype(jnp.float32), (keys, jnp.arange(cfg.n_layer)),
+                             cfg.n_layer, cfg.scan)
         return self.ln_f(x), kv
 
     def decode(self, x: Float[Array, " C"], cache: KVCache, pos: Int[Array, ""]):

@@ -83,19 +83,27 @@ class TTS(eqx.Module):
 
     def __call__(self, cond: Float[Array, "K C"], text: Int[Array, " Tt"], audio: Int[Array, " Ta"],
                  text_len: Int[Array, ""] | None = None, audio_len: Int[Array, ""] | None = None,
-                 *, key: PRNGKeyArray | None = None) -> TTSOutput:
+                 *, key: PRNGKeyArray | None = None, prior_weight: float = 0.0, prior_layers: int = 0) -> TTSOutput:
         """Training forward over one example. ``text_len``/``audio_len``: valid lengths when the
         segments are right-padded; padding is moved behind both segments before the transformer
         (and back after), so audio never attends to text padding and the result equals the
-        unpadded forward."""
+        unpadded forward. ``prior_weight`` > 0: the first ``prior_layers`` layers' attention from
+        audio to text gets the diagonal prior of ``alignment.attention_prior_bias`` (training only)."""
         n_cond, n_text, n_audio = cond.shape[0], text.shape[0], audio.shape[0]
         x = jnp.concatenate([
             self.speaker_vectors(cond),
             self.text_embedding[text] + self.text_pos[:n_text],
             self.audio_embedding[audio] + self.audio_pos[:n_audio],
         ])
+        prior = {}
+        if prior_weight and prior_layers:
+            from xtts_jax.models.alignment import attention_prior_bias
+
+            bias = attention_prior_bias(n_cond, x.shape[0], jnp.asarray(n_text if text_len is None else text_len),
+                                        jnp.asarray(n_audio if audio_len is None else audio_len), prior_weight)
+            prior = {"bias": bias, "bias_layers": prior_layers}
         if text_len is None and audio_len is None:
-            h, _ = self.transformer(x, key=key)
+            h, _ = self.transformer(x, key=key, **prior)
         else:
             text_len = n_text if text_len is None else text_len
             audio_len = n_audio if audio_len is None else audio_len
@@ -103,7 +111,7 @@ class TTS(eqx.Module):
                                      jnp.where(jnp.arange(n_text) < text_len, 1, 3),
                                      jnp.where(jnp.arange(n_audio) < audio_len, 2, 3)])
             order = jnp.argsort(group, stable=True)
-            h_sorted, _ = self.transformer(x[order], key=key)
+            h_sorted, _ = self.transformer(x[order], key=key, **prior)  # the prior is in sorted order
             h = h_sorted[jnp.argsort(order)]
         h = self.final_norm(h)
         h_text, h_audio = h[n_cond:n_cond + n_text], h[n_cond + n_text:]
@@ -138,13 +146,14 @@ def _masked_ce(logits: Array, targets: Array, mask: Array) -> Array:
 
 def tts_loss(model: TTS, cond: Float[Array, "K C"], text: Int[Array, " Tt"], text_len: Int[Array, ""],
              audio: Int[Array, " Ta"], audio_len: Int[Array, ""], *, key: PRNGKeyArray | None = None,
-             ctc_weight: float = 0.0):
+             ctc_weight: float = 0.0, prior_weight: float = 0.0, prior_layers: int = 0):
     """XTTS-v2's loss for one example: ``0.01 * text CE + audio CE`` over next tokens within each
     segment, padding masked; with ``ctc_weight`` (a model with a CTC head) plus that weight times
-    the head's CTC loss per label (``alignment.next_phoneme_ctc``). Returns (loss, metrics)."""
+    the head's CTC loss per label (``alignment.next_phoneme_ctc``); ``prior_weight``/``prior_layers``
+    as :meth:`TTS.__call__`. Returns (loss, metrics)."""
     from xtts_jax.models.alignment import next_phoneme_ctc
 
-    out = model(cond, text, audio, text_len, audio_len, key=key)
+    out = model(cond, text, audio, text_len, audio_len, key=key, prior_weight=prior_weight, prior_layers=prior_layers)
     text_mask = jnp.arange(text.shape[0] - 1) < text_len - 1
     audio_mask = jnp.arange(audio.shape[0] - 1) < audio_len - 1
     text_ce = _masked_ce(out.text_logits[:-1], text[1:], text_mask)
