@@ -25,7 +25,15 @@ def test_second_process_reads_the_cache_and_speaks_the_same(tmp_path):
     assert entries, "nothing was cached"
     second = _speak(tmp_path, cache, tmp_path / "b.wav")
     assert second == first
-    assert sorted(p.name for p in cache.iterdir()) == entries  # all loaded, nothing compiled anew
+    after = {p.name for p in cache.iterdir()}
+    # every program the first process stored has the same key in the second, so it was loaded, not
+    # compiled anew; the second may store small generic programs (broadcasts, splits) that compiled
+    # under the 0.1 s threshold the first time and over it on a loaded machine, but never a new key
+    # for the sampler or the DVAE decoder, the programs the cache is for
+    program = lambda name: name.rsplit("-", 2)[0]  # noqa: E731  ("jit_<name>-<hash>-cache")
+    heavy = {"jit_generate_padded", "jit__dvae_mel"}
+    assert heavy <= {program(n) for n in entries}
+    assert set(entries) <= after and not heavy & {program(n) for n in after - set(entries)}, sorted(after)
 
 
 def test_off_writes_nothing_and_the_default_is_under_home(tmp_path):
