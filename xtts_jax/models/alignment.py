@@ -4,7 +4,7 @@ diagonal prior on the attention from audio to text.
 A small generator trained only on next-code prediction learns a *positional* alignment: its first
 layer's heads attend from audio position t to text position ~c*t (learned positions on both sides),
 which holds at the start of a sentence and drifts later, so its teacher-forced loss climbs along
-each utterance (docs/default_model: 0.9 nats in the first tenth, 3.6 in the ninth). The aid asks the
+each utterance (docs/default_model: 0.9 nats in the first tenth, 3.6 in the eighth). The aid asks the
 latent at audio position t, which predicts code t+1, to also emit the phonemes being spoken through
 a linear head trained with CTC (Graves et al., 2006) against the sentence's spoken tokens. A head
 that can do this needs each latent to know where in the text the speech is, which is what drifts;
