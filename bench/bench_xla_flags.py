@@ -14,6 +14,8 @@ Workloads:
                    unrolled, as the batch-1 decode step reads the weights (bench_cpu_roofline's
                    ``jax f32`` row; 1.5 GB at XTTS-v2 size)
   ``products-t``   the same weights stored [12 d, d] (PyTorch's ``Linear`` layout), ``W @ x``
+  ``decode``      our one-jit sampler at XTTS-v2 size (``--layers`` blocks of width ``--d``), batch 1,
+                   32 conditioning + 33 text positions, 20 new tokens with XTTS-v2's sampling
   ``train-gpt``    our full training step at the demo GPT's shape (bench_train_cpu's ``jax-cores``)
   ``train-tts``    the same for the TTS generator at the ``demo`` preset
 
@@ -39,7 +41,7 @@ from pathlib import Path
 from xtts_jax.errors import UserError, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKLOADS = ("products", "products-t", "train-gpt", "train-tts")
+WORKLOADS = ("products", "products-t", "decode", "train-gpt", "train-tts")
 FLAG_SETS = {
     "default": "",
     "ynn-off": "--xla_cpu_experimental_ynn_fusion_type=",
@@ -66,6 +68,28 @@ def build(workload: str, layers: int, d: int):
     import jax
     import jax.numpy as jnp
     import numpy as np
+
+    if workload == "decode":
+        import dataclasses
+
+        from xtts_jax.inference.sampling import SamplingConfig, generate_padded, pad_prompts
+        from xtts_jax.inference.tts import XTTS_SAMPLING, random_tts
+        from xtts_jax.models.tts import TTSDecoder, get_config
+
+        cfg = get_config("xtts-v2")
+        # the prompt's conditioning vectors are given: no encoder
+        cfg = dataclasses.replace(cfg, conditioning=None, gpt=dataclasses.replace(
+            cfg.gpt, n_layer=layers, n_embd=d, n_head=max(1, d // 64)))
+        model = random_tts(cfg)
+        rng = np.random.default_rng(0)
+        n_cond, new = 32, 20
+        dec = TTSDecoder(model, jnp.asarray(rng.standard_normal((n_cond, d), np.float32)))
+        tokens, lengths = pad_prompts([dec.prompt(range(n_cond), rng.integers(0, 5000, 32).tolist())])
+        width = -(-tokens.shape[1] // 16) * 16
+        tokens = jnp.asarray(np.pad(tokens, ((0, 0), (0, width - tokens.shape[1]))))
+        sampling = SamplingConfig(**XTTS_SAMPLING, max_new_tokens=new)
+        return lambda: jax.block_until_ready(generate_padded(
+            dec, tokens, jnp.asarray(lengths), jax.random.key(1), sampling, width + new).tokens)
 
     rng = np.random.default_rng(0)
     shape = (d, 12 * d) if workload == "products" else (12 * d, d)
@@ -142,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
-    what = (f"{args.layers} layers x [{args.d}, {12 * args.d}] f32" if args.workload.startswith("products")
-            else "batch 32, one device per core")
+    what = {"products": f"{args.layers} layers x [{args.d}, {12 * args.d}] f32",
+            "decode": f"{args.layers} layers, d {args.d}, batch 1, 20 new tokens, prefill included"}.get(
+                args.workload.split("-")[0], "batch 32, one device per core")
     print(f"\n{args.workload} ({what}); JAX {jax.__version__}, {os.cpu_count()} CPUs; median of {args.rounds} "
           f"interleaved rounds; load {load_before[0]:.2f} before, {load[0]:.2f} after")
     base = statistics.median(times[next(iter(times))])
