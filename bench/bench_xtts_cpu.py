@@ -27,7 +27,9 @@ repeat so that both see the same machine, medians printed:
   removed on the PyTorch side, folded on ours).
 
 Also printed: each JAX stage's first call (compile + run), the load average before and after,
-and the threads each library may use.
+and the threads each library may use. With ``--compile-cache DIR`` the programs go to (and come
+from) JAX's persistent compilation cache, as ``tools/synthesize.py`` keeps it: the second run's
+first calls are what a new process pays once the cache is filled.
 """
 
 from __future__ import annotations
@@ -133,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text-tokens", type=int, default=24, help="text tokens between [START] and [STOP]")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--layers", type=int, help="GPT blocks (default: the size's; fewer for a quick look at full width)")
+    ap.add_argument("--compile-cache", metavar="DIR",
+                    help="JAX's persistent compilation cache in DIR, as the tools keep it: run twice, and the "
+                         "second run's first calls are a new process's with the programs already compiled")
     args = ap.parse_args(argv)
     if min(args.new_tokens, args.repeats, args.text_tokens, args.layers or 1) < 1:
         raise UserError("--new-tokens, --text-tokens, --repeats and --layers must be >= 1")
@@ -141,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     import jax.numpy as jnp
     import torch
 
+    if args.compile_cache:
+        os.environ["XTTS_JAX_CACHE"] = args.compile_cache
+        from xtts_jax.compile_cache import enable
+
+        enable()
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' renames, once per call
 
     from xtts_jax.inference import tts as P

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from xtts_jax.models import tts as tts_lib
-from xtts_jax.models.alignment import next_phoneme_ctc, spoken_tokens
+from xtts_jax.models.alignment import ctc_forced_align, next_phoneme_ctc, spoken_tokens
 from xtts_jax.text import phonemes
 
 
@@ -139,3 +139,41 @@ def test_prior_changes_only_the_first_layers_and_keeps_padding_invariance():
     padded = model(cond, pad_text, pad_audio, jnp.asarray(text.shape[0]), jnp.asarray(audio.shape[0]),
                    prior_weight=1.0, prior_layers=1).audio_logits
     np.testing.assert_allclose(padded[:audio.shape[0]], guided, atol=2e-5)
+
+
+def _brute_force_ctc_path(log_probs, labels, blank):
+    """The best frame-by-frame path that collapses to ``labels``, by trying every path."""
+    import itertools
+
+    best, best_seq = -np.inf, None
+    for seq in itertools.product(range(log_probs.shape[1]), repeat=log_probs.shape[0]):
+        collapsed = [s for i, s in enumerate(seq) if s != blank and (i == 0 or s != seq[i - 1])]
+        score = log_probs[np.arange(len(seq)), seq].sum()
+        if collapsed == list(labels) and score > best:
+            best, best_seq = score, seq
+    return best, best_seq
+
+
+def test_ctc_forced_align_finds_the_best_path_by_brute_force():
+    rng = np.random.default_rng(0)
+    blank, checked = 3, 0
+    for _ in range(40):
+        frames = int(rng.integers(2, 7))
+        labels = rng.integers(0, 3, int(rng.integers(1, 4)))  # repeats included: they need a blank between
+        log_probs = np.log(rng.dirichlet(np.ones(4), frames))
+        best, seq = _brute_force_ctc_path(log_probs, labels, blank)
+        if seq is None:
+            with pytest.raises(ValueError, match="cannot hold"):
+                ctc_forced_align(log_probs, labels, blank)
+            continue
+        index, score = ctc_forced_align(log_probs, labels, blank)
+        assert score == pytest.approx(best, abs=1e-9)
+        # the brute-force path's segmentation: a label starts where a new non-blank symbol does
+        expect, k = [], -1
+        for i, s in enumerate(seq):
+            k += s != blank and (i == 0 or s != seq[i - 1])
+            expect.append(max(k, 0))
+        assert index.tolist() == expect
+        assert index[0] == 0 and index[-1] == len(labels) - 1 and set(np.diff(index)) <= {0, 1}
+        checked += 1
+    assert checked > 20

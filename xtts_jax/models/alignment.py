@@ -88,3 +88,40 @@ def attention_prior_bias(n_cond: int, n_total: int, text_len: Int[Array, ""], au
     i = jnp.arange(n_total)
     prior = beta_binomial_log_prior(i - n_cond - text_len, i - n_cond, text_len, audio_len)
     return (weight * prior)[None]
+
+
+def ctc_forced_align(log_probs: np.ndarray, labels: np.ndarray, blank: int) -> tuple[np.ndarray, float]:
+    """The most probable CTC path (Viterbi) of ``labels`` through ``log_probs`` [T, V]: for every
+    frame the index into ``labels`` it belongs to, and the path's log-probability. Blank frames
+    belong to the label before them (leading blanks to the first label), so the indices rise by 0
+    or 1 from frame to frame, from 0 to ``len(labels) - 1``: a segmentation of the frames into the
+    labels' durations, each at least one frame. Raises ValueError when the frames are too few."""
+    labels = np.asarray(labels)
+    n_frames, n_labels = log_probs.shape[0], len(labels)
+    ext = np.full(2 * n_labels + 1, blank)  # blank, l1, blank, l2, ..., blank
+    ext[1::2] = labels
+    n_states = len(ext)
+    # a state may skip the blank before it when it holds a label that differs from the one two back
+    skip = np.zeros(n_states, bool)
+    skip[3::2] = labels[1:] != labels[:-1]
+    emit = log_probs[:, ext]  # [T, S]
+    score = np.full(n_states, -np.inf)
+    score[:2] = emit[0, :2]
+    back = np.zeros((n_frames, n_states), np.int8)  # 0 stay, 1 from s-1, 2 from s-2
+    for t in range(1, n_frames):
+        one = np.concatenate([[-np.inf], score[:-1]])
+        two = np.where(skip, np.concatenate([[-np.inf, -np.inf], score[:-2]]), -np.inf)
+        moves = np.stack([score, one, two])
+        back[t] = np.argmax(moves, axis=0)
+        score = moves[back[t], np.arange(n_states)] + emit[t]
+    ends = [n_states - 1, n_states - 2] if n_labels else [0]
+    state = max(ends, key=lambda s: score[s])
+    if not np.isfinite(score[state]):
+        raise ValueError(f"{n_frames} frames cannot hold {n_labels} labels under CTC")
+    best = float(score[state])
+    path = np.empty(n_frames, np.int64)
+    for t in range(n_frames - 1, -1, -1):
+        path[t] = state
+        state -= back[t, state]
+    # label state 2k+1 -> k; blank state 2k -> k - 1 (the label before), leading blanks -> 0
+    return np.maximum((path - 1) // 2, 0) if n_labels else np.zeros(n_frames, np.int64), best
