@@ -177,3 +177,15 @@ def test_ctc_forced_align_finds_the_best_path_by_brute_force():
         assert index[0] == 0 and index[-1] == len(labels) - 1 and set(np.diff(index)) <= {0, 1}
         checked += 1
     assert checked > 20
+
+
+def test_ctc_forced_align_recovers_known_durations_of_a_long_sentence():
+    # 60 labels with durations 1..4 frames, posteriors peaked on the true label (blank elsewhere noise)
+    rng = np.random.default_rng(1)
+    labels = np.cumsum(rng.integers(1, 5, 60)) % 40  # no label twice in a row: that would need a blank frame
+    durations = rng.integers(1, 5, 60)
+    truth = np.repeat(np.arange(60), durations)
+    log_probs = np.log(np.full((len(truth), 41), 0.2 / 40))
+    log_probs[np.arange(len(truth)), labels[truth]] = np.log(0.8)
+    index, _ = ctc_forced_align(log_probs, labels, blank=40)
+    assert index.tolist() == truth.tolist()

@@ -122,6 +122,6 @@ def ctc_forced_align(log_probs: np.ndarray, labels: np.ndarray, blank: int) -> t
     path = np.empty(n_frames, np.int64)
     for t in range(n_frames - 1, -1, -1):
         path[t] = state
-        state -= back[t, state]
+        state -= int(back[t, state])
     # label state 2k+1 -> k; blank state 2k -> k - 1 (the label before), leading blanks -> 0
     return np.maximum((path - 1) // 2, 0) if n_labels else np.zeros(n_frames, np.int64), best
