@@ -26,7 +26,8 @@ from benchlib import timed  # noqa: E402
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
 from xtts_jax.inference.sampling import SamplingConfig, generate_padded, pad_prompts  # noqa: E402
 from xtts_jax.inference.tts import XTTS_SAMPLING, random_tts  # noqa: E402
-from xtts_jax.models.tts import TTS, TTSDecoder, get_config  # noqa: E402
+from xtts_jax.models.tts import TTS, get_config  # noqa: E402
+from xtts_jax.models.tts_decoder import TTSDecoder  # noqa: E402
 
 
 def bench(model: TTS, batch: int, text_tokens: int, new_tokens: int, repeats: int) -> float:

@@ -74,7 +74,8 @@ def build(workload: str, layers: int, d: int):
 
         from xtts_jax.inference.sampling import SamplingConfig, generate_padded, pad_prompts
         from xtts_jax.inference.tts import XTTS_SAMPLING, random_tts
-        from xtts_jax.models.tts import TTSDecoder, get_config
+        from xtts_jax.models.tts import get_config
+        from xtts_jax.models.tts_decoder import TTSDecoder
 
         cfg = get_config("xtts-v2")
         # the prompt's conditioning vectors are given: no encoder

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     from xtts_jax.inference import tts as P
     from xtts_jax.inference.sampling import SamplingConfig, generate
     from xtts_jax.inference.vocoder import Vocoder
-    from xtts_jax.models.tts import TTSDecoder
+    from xtts_jax.models.tts_decoder import TTSDecoder
 
     load_before = os.getloadavg()
     t0 = time.perf_counter()

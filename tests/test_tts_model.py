@@ -13,7 +13,8 @@ from xtts_jax.inference.sampling import SamplingConfig, generate
 from xtts_jax.inference.tts import random_tts
 from xtts_jax.models.gpt import GPT
 from xtts_jax.models.gpt import get_config as gpt_config
-from xtts_jax.models.tts import TTSDecoder, get_config, init_from_gpt, logical_axes, tts_loss
+from xtts_jax.models.tts import get_config, init_from_gpt, logical_axes, tts_loss
+from xtts_jax.models.tts_decoder import TTSDecoder
 
 TEXTS = [[1, 7, 9, 4, 11, 2], [1, 30, 2]]  # start 1, stop 2
 START, STOP = 32, 33

@@ -20,7 +20,8 @@ from xtts_jax.audio.io import PEAK
 from xtts_jax.errors import UserError
 from xtts_jax.inference.sampling import SamplingConfig, sample_token, unstack_layers
 from xtts_jax.inference.tts import Synthesizer, dvae_codes, render_dvae_codes
-from xtts_jax.models.tts import TTS, TTSDecoder
+from xtts_jax.models.tts import TTS
+from xtts_jax.models.tts_decoder import TTSDecoder
 
 
 def stream_audio(synth: Synthesizer, text: str, cond: np.ndarray, key, sampling: SamplingConfig,

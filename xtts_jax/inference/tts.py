@@ -26,7 +26,8 @@ from xtts_jax.inference.sampling import SamplingConfig, generate
 from xtts_jax.inference.vocoder import Vocoder
 from xtts_jax.models.conditioning import condition_from_mels, reference_mels
 from xtts_jax.models.dvae import DVAE
-from xtts_jax.models.tts import TTS, TTSConfig, TTSDecoder, load_tts, save_tts  # noqa: F401 (the pipeline's loaders)
+from xtts_jax.models.tts import TTS, TTSConfig, load_tts, save_tts  # noqa: F401 (the pipeline's loaders)
+from xtts_jax.models.tts_decoder import TTSDecoder
 from xtts_jax.text import phonemes, tokenizer
 from xtts_jax.text.vocab import VocabMap, refuse_unknown
 

@@ -8,8 +8,8 @@ positions (each segment restarts at 0); conditioning vectors get no position; af
 positions are the latents XTTS-v2's HiFiGAN decoder reads. Text is ``[start, ..., stop]``, audio
 ``[start, codes..., stop]`` with start = ``num_audio_codes`` and stop = ``num_audio_codes + 1``.
 
-For sampling, :class:`TTSDecoder` shows the generic sampler (``inference/sampling.py``) integer
-prompts: audio ids ``[0, A)``, then text ids, then one id per conditioning vector of the batch.
+For sampling, ``models/tts_decoder.py``'s ``TTSDecoder`` shows the generic sampler
+(``inference/sampling.py``) integer prompts.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class TTSOutput(NamedTuple):
     text_logits: Float[Array, "Tt Vt"]
     audio_logits: Float[Array, "Ta Va"]
     latents: Float[Array, "Ta C"]  # final-norm hidden states at the audio positions
+    advance_logits: Float[Array, " Ta"] | None = None  # text-pointer models: the next position reads a new token
 
 
 class TTS(eqx.Module):
@@ -55,6 +56,7 @@ class TTS(eqx.Module):
     conditioner: Conditioner | None
     speaker_in: Dense | None  # speaker_dim -> n_embd, for a model narrower than its speaker vectors
     ctc_head: Dense | None  # n_embd -> text_vocab_size + 1 (the last class is CTC's blank)
+    advance_head: Dense | None  # n_embd -> 1, text-pointer models (models/pointer.py)
     config: TTSConfig = eqx.field(static=True)
 
     def __init__(self, cfg: TTSConfig, *, key: PRNGKeyArray):
@@ -73,6 +75,8 @@ class TTS(eqx.Module):
         self.conditioner = Conditioner(cfg.conditioning, key=k[7]) if cfg.conditioning else None
         self.ctc_head = (Dense(d, cfg.text_vocab_size + 1, bias=True, std=0.02, key=jax.random.fold_in(key, 9))
                          if cfg.ctc_head else None)
+        self.advance_head = (Dense(d, 1, bias=True, std=0.02, key=jax.random.fold_in(key, 10))
+                             if cfg.text_pointer else None)
         self.config = cfg
 
     def head(self, h: Float[Array, "... C"], which: Dense) -> Float[Array, "... V"]:
@@ -83,18 +87,19 @@ class TTS(eqx.Module):
 
     def __call__(self, cond: Float[Array, "K C"], text: Int[Array, " Tt"], audio: Int[Array, " Ta"],
                  text_len: Int[Array, ""] | None = None, audio_len: Int[Array, ""] | None = None,
-                 *, key: PRNGKeyArray | None = None, prior_weight: float = 0.0, prior_layers: int = 0) -> TTSOutput:
+                 *, key: PRNGKeyArray | None = None, prior_weight: float = 0.0, prior_layers: int = 0,
+                 pointer: Int[Array, " Ta"] | None = None) -> TTSOutput:
         """Training forward over one example. ``text_len``/``audio_len``: valid lengths when the
         segments are right-padded; padding is moved behind both segments before the transformer
         (and back after), so audio never attends to text padding and the result equals the
         unpadded forward. ``prior_weight`` > 0: the first ``prior_layers`` layers' attention from
-        audio to text gets the diagonal prior of ``alignment.attention_prior_bias`` (training only)."""
+        audio to text gets the diagonal prior of ``alignment.attention_prior_bias`` (training only).
+        ``pointer``: text-pointer models, the text index each audio position reads (``models/pointer.py``)."""
         n_cond, n_text, n_audio = cond.shape[0], text.shape[0], audio.shape[0]
-        x = jnp.concatenate([
-            self.speaker_vectors(cond),
-            self.text_embedding[text] + self.text_pos[:n_text],
-            self.audio_embedding[audio] + self.audio_pos[:n_audio],
-        ])
+        audio_x = self.audio_embedding[audio] + self.audio_pos[:n_audio]
+        if pointer is not None:
+            audio_x = audio_x + self.text_embedding[text[pointer]] + self.text_pos[pointer]
+        x = jnp.concatenate([self.speaker_vectors(cond), self.text_embedding[text] + self.text_pos[:n_text], audio_x])
         prior = {}
         if prior_weight and prior_layers:
             from xtts_jax.models.alignment import attention_prior_bias
@@ -115,7 +120,8 @@ class TTS(eqx.Module):
             h = h_sorted[jnp.argsort(order)]
         h = self.final_norm(h)
         h_text, h_audio = h[n_cond:n_cond + n_text], h[n_cond + n_text:]
-        return TTSOutput(self.head(h_text, self.text_head), self.head(h_audio, self.audio_head), h_audio)
+        advance = None if self.advance_head is None else self.head(h_audio, self.advance_head)[:, 0]
+        return TTSOutput(self.head(h_text, self.text_head), self.head(h_audio, self.audio_head), h_audio, advance)
 
     def speaker_vectors(self, cond: Float[Array, "K S"]) -> Float[Array, "K C"]:
         """Conditioning vectors as they enter the sequence: projected to n_embd when wider."""
@@ -128,15 +134,25 @@ class TTS(eqx.Module):
         return self.conditioner.from_chunks(chunks)
 
 
-def with_ctc_head(model: TTS, key: PRNGKeyArray) -> TTS:
-    """``model`` with a fresh CTC head (``models/alignment.py``), e.g. to fine-tune a checkpoint
-    trained without one; a model that has one is returned as it is."""
-    if model.ctc_head is not None:
+def with_heads(model: TTS, key: PRNGKeyArray, ctc_head: bool = False, text_pointer: bool = False) -> TTS:
+    """``model`` with fresh auxiliary heads it lacks: the CTC head (``models/alignment.py``) and
+    the text pointer's advance head (``models/pointer.py``), e.g. to fine-tune a checkpoint trained
+    without them; every other weight kept. Nothing to add: ``model`` as it is."""
+    cfg = model.config
+    want = dataclasses.replace(cfg, ctc_head=cfg.ctc_head or ctc_head, text_pointer=cfg.text_pointer or text_pointer)
+    if want == cfg:
         return model
-    fresh = TTS(dataclasses.replace(model.config, ctc_head=True), key=key)
-    names = [f.name for f in dataclasses.fields(TTS) if f.name not in ("ctc_head", "config")]
+    fresh = TTS(want, key=key)
+    added = {"ctc_head"} if want.ctc_head != cfg.ctc_head else set()
+    added |= {"advance_head"} if want.text_pointer != cfg.text_pointer else set()
+    names = [f.name for f in dataclasses.fields(TTS) if f.name not in added | {"config"}]
     return eqx.tree_at(lambda m: [getattr(m, n) for n in names], fresh, [getattr(model, n) for n in names],
                        is_leaf=lambda x: x is None)
+
+
+def with_ctc_head(model: TTS, key: PRNGKeyArray) -> TTS:
+    """``model`` with a fresh CTC head; a model that has one is returned as it is."""
+    return with_heads(model, key, ctc_head=True)
 
 
 def _masked_ce(logits: Array, targets: Array, mask: Array) -> Array:
@@ -146,14 +162,18 @@ def _masked_ce(logits: Array, targets: Array, mask: Array) -> Array:
 
 def tts_loss(model: TTS, cond: Float[Array, "K C"], text: Int[Array, " Tt"], text_len: Int[Array, ""],
              audio: Int[Array, " Ta"], audio_len: Int[Array, ""], *, key: PRNGKeyArray | None = None,
-             ctc_weight: float = 0.0, prior_weight: float = 0.0, prior_layers: int = 0):
+             ctc_weight: float = 0.0, prior_weight: float = 0.0, prior_layers: int = 0,
+             pointer: Int[Array, " Ta"] | None = None):
     """XTTS-v2's loss for one example: ``0.01 * text CE + audio CE`` over next tokens within each
     segment, padding masked; with ``ctc_weight`` (a model with a CTC head) plus that weight times
     the head's CTC loss per label (``alignment.next_phoneme_ctc``); ``prior_weight``/``prior_layers``
-    as :meth:`TTS.__call__`. Returns (loss, metrics)."""
+    as :meth:`TTS.__call__`; a text-pointer model with its ``pointer`` plus the advance head's
+    binary cross-entropy (``pointer.advance_loss``). Returns (loss, metrics)."""
     from xtts_jax.models.alignment import next_phoneme_ctc
+    from xtts_jax.models.pointer import advance_loss
 
-    out = model(cond, text, audio, text_len, audio_len, key=key, prior_weight=prior_weight, prior_layers=prior_layers)
+    out = model(cond, text, audio, text_len, audio_len, key=key, prior_weight=prior_weight, prior_layers=prior_layers,
+                pointer=pointer)
     text_mask = jnp.arange(text.shape[0] - 1) < text_len - 1
     audio_mask = jnp.arange(audio.shape[0] - 1) < audio_len - 1
     text_ce = _masked_ce(out.text_logits[:-1], text[1:], text_mask)
@@ -164,6 +184,10 @@ def tts_loss(model: TTS, cond: Float[Array, "K C"], text: Int[Array, " Tt"], tex
         ctc, feasible = next_phoneme_ctc(model, out.latents, text, text_len, audio_len)
         loss = loss + ctc_weight * ctc
         metrics |= {"ctc": ctc, "ctc_feasible": feasible.astype(jnp.float32)}
+    if out.advance_logits is not None and pointer is not None:
+        bce = advance_loss(out.advance_logits, pointer, audio_len)
+        loss = loss + bce
+        metrics["advance_bce"] = bce
     return loss, {"loss": loss, **metrics}
 
 
@@ -192,66 +216,6 @@ def init_from_gpt(model: TTS, gpt: GPT, token_ids=None) -> TTS:
     n_pos = min(model.text_pos.shape[0], gpt.wpe.shape[0])
     pos = model.text_pos.at[:n_pos].set(gpt.wpe[:n_pos])
     return eqx.tree_at(lambda m: (m.transformer, m.text_embedding, m.text_pos), model, (transformer, text, pos))
-
-
-class TTSDecoder(eqx.Module):
-    """The TTS model behind the sampler's integer-prompt interface, for a batch of speakers.
-
-    ``cond_table`` holds the conditioning vectors of every row of a batch, one after another; a
-    row's prompt names its own vectors by id, so the sampler stays generic and one-jit and the
-    vectors are traced arrays (new speakers do not recompile). Generated ids are audio ids.
-    """
-
-    model: TTS
-    cond_table: Float[Array, "N C"]
-
-    @property
-    def text_offset(self) -> int:
-        return self.model.config.audio_vocab_size
-
-    @property
-    def cond_offset(self) -> int:
-        return self.text_offset + self.model.config.text_vocab_size
-
-    @property
-    def prompt_vocab_size(self) -> int:
-        return self.cond_offset + self.cond_table.shape[0]
-
-    def prompt(self, cond_rows: range, text: list[int]) -> list[int]:
-        """Prompt ids: conditioning vectors ``cond_rows`` of the table, the text, the audio start."""
-        return ([self.cond_offset + i for i in cond_rows] + [self.text_offset + t for t in text]
-                + [self.model.config.audio_start_token])
-
-    def prefill(self, tokens: Int[Array, " P"], max_len: int):
-        m, A, C = self.model, self.text_offset, self.cond_offset
-        is_audio, is_cond = tokens < A, tokens >= C
-        is_text = ~is_audio & ~is_cond
-        text_pos = jnp.clip(jnp.cumsum(is_text) - 1, 0, m.text_pos.shape[0] - 1)
-        audio_pos = jnp.clip(jnp.cumsum(is_audio) - 1, 0, m.audio_pos.shape[0] - 1)
-        text_x = m.text_embedding[jnp.clip(tokens - A, 0, C - A - 1)] + m.text_pos[text_pos]
-        audio_x = m.audio_embedding[jnp.clip(tokens, 0, A - 1)] + m.audio_pos[audio_pos]
-        cond_x = m.speaker_vectors(self.cond_table[jnp.clip(tokens - C, 0, self.cond_table.shape[0] - 1)])
-        x = jnp.where(is_audio[:, None], audio_x, jnp.where(is_text[:, None], text_x, cond_x))
-        h, kv = m.transformer(x)
-        # the sequence index of the audio start token: audio position = index - start
-        start = jnp.argmax(tokens == m.config.audio_start_token).astype(jnp.int32)
-        return self.audio_logits(h), (m.transformer.prompt_cache(kv, max_len), start)
-
-    def decode_step(self, cache, token: Int[Array, ""], pos: Int[Array, ""]):
-        m = self.model
-        kv, start = cache
-        audio_pos = jnp.clip(pos - start, 0, m.audio_pos.shape[0] - 1)
-        h, kv = m.transformer.decode(m.audio_embedding[token] + m.audio_pos[audio_pos], kv, pos)
-        return (kv, start), self.audio_logits(h)
-
-    def audio_logits(self, h: Float[Array, "... C"]) -> Float[Array, "... Va"]:
-        """Audio-head logits; the start token is masked (never drawn) unless the config follows
-        coqui's XTTS-v2 sampling, which leaves it drawable (``sample_audio_start``)."""
-        m = self.model
-        logits = m.head(m.final_norm(h), m.audio_head)
-        if m.config.sample_audio_start:
-            return logits
-        return logits.at[..., m.config.audio_start_token].set(-1e9)
 
 
 def logical_axes(model: TTS):

@@ -46,6 +46,10 @@ class TTSConfig:
     # An auxiliary head on the audio latents that reads the text's next phonemes, trained with CTC
     # (``models/alignment.py``): a training-time aid for alignment; sampling never reads it.
     ctc_head: bool = False
+    # A text pointer (``models/pointer.py``): each audio position also reads the text token being
+    # spoken (its embedding and position, from a forced alignment in training) and a head says when
+    # the next one starts; sampling moves the pointer and stops only at the end of the text.
+    text_pointer: bool = False
 
     def __post_init__(self):
         if self.tokenizer not in TOKENIZERS:
