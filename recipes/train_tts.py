@@ -49,33 +49,51 @@ class Split:
     audio: list[list[int]]
     speaker: list[str]
     ref_mel: np.ndarray  # [N, n_mels, frames]: the first ref_seconds of each clip
+    # text-pointer models: per utterance the text index each audio position reads (models/pointer.py)
+    pointer: list[list[int]] = dataclasses.field(default_factory=list)
 
 
 def load_split(stem: str, cfg: tts_lib.TTSConfig, ref_frames: int, limit: int | None, tokenizer=None,
-               language: str = "en", spell_fraction: float = 0.0) -> Split:
+               language: str = "en", spell_fraction: float = 0.0, rows_out: list[int] | None = None) -> Split:
     """The utterances of STEM that fit ``cfg``, with the reference mel the conditioning encoder reads
     (``cfg.conditioning``'s mel settings and norms). ``tokenizer``: an XTTS-v2 checkpoint's, reading
-    the text as ``language``."""
+    the text as ``language``. A text-pointer ``cfg`` takes each utterance's text and pointer from
+    STEM.align.jsonl (tools/align_tokens.py) and leaves out utterances it lacks. ``rows_out``: gets
+    the STEM.jsonl line of every utterance kept."""
     stem = str(stem)
     if not Path(stem + ".jsonl").is_file() or not Path(stem + ".bin").is_file():
         raise UserError(f"token files {stem}.jsonl / {stem}.bin do not exist; write them with tools/encode_audio.py")
     codes = np.fromfile(stem + ".bin", np.uint16)
     rows = [json.loads(line) for line in open(stem + ".jsonl") if line.strip()][:limit]
+    aligned = {}
+    if cfg.text_pointer:
+        if not Path(stem + ".align.jsonl").is_file():
+            raise UserError(f"{stem}.align.jsonl does not exist: a text-pointer model trains on forced "
+                            f"alignments; write them with tools/align_tokens.py")
+        aligned = {a["row"]: a for a in map(json.loads, open(stem + ".align.jsonl")) if a}
     mel = cfg.conditioning.mel_config
     norms = np.asarray(cfg.conditioning.mel_norms or [1.0] * mel.n_mels, np.float32)[:, None]
     floor = np.log(LOG_CLAMP) / norms
     out = Split([], [], [], np.zeros((0,)))
     mels = []
-    for r in rows:
-        try:
-            rng = np.random.default_rng([len(out.text), 1234]) if spell_fraction else None  # fixed per row
-            text = (pipeline.text_tokens(r["text"], cfg, tokenizer, language, spell_fraction, rng)
-                    if r["text"].strip() else None)
-        except UserError:  # a sentence longer than the text positions: skipped
-            text = None
+    for line, r in enumerate(rows):
         audio = codes[r["offset"]: r["offset"] + r["length"]].tolist()
+        if cfg.text_pointer:  # the text the alignment was made on; its pointer covers [start, codes, stop]
+            a = aligned.get(line)
+            text = a["text"] if a and len(a["pointer"]) == len(audio) + 2 else None
+        else:
+            try:
+                rng = np.random.default_rng([len(out.text), 1234]) if spell_fraction else None  # fixed per row
+                text = (pipeline.text_tokens(r["text"], cfg, tokenizer, language, spell_fraction, rng)
+                        if r["text"].strip() else None)
+            except UserError:  # a sentence longer than the text positions: skipped
+                text = None
         if text is None or len(audio) + 2 > cfg.audio_positions or max(audio, default=0) >= cfg.num_audio_codes:
             continue
+        if cfg.text_pointer:
+            out.pointer.append(aligned[line]["pointer"])
+        if rows_out is not None:
+            rows_out.append(line)
         m = log_mel(load_audio(r["audio_path"], mel.sample_rate)[: (ref_frames - 1) * mel.hop_length], mel)
         m = np.concatenate([m / norms, np.broadcast_to(floor, (mel.n_mels, ref_frames - m.shape[1]))], axis=1)
         mels.append(m)
@@ -95,7 +113,8 @@ def load_splits(stems: list[str], cfg: tts_lib.TTSConfig, ref_frames: int, limit
     if len(parts) == 1:
         return parts[0]
     return Split([t for p in parts for t in p.text], [a for p in parts for a in p.audio],
-                 [k for p in parts for k in p.speaker], np.concatenate([p.ref_mel for p in parts]))
+                 [k for p in parts for k in p.speaker], np.concatenate([p.ref_mel for p in parts]),
+                 [q for p in parts for q in p.pointer])
 
 
 def token_dvae(stems: list[str]) -> str | None:
@@ -139,6 +158,7 @@ class Batches:
         order = np.argsort([len(t) + len(a) for t, a in zip(split.text, split.audio)], kind="stable")
         self.buckets = [b for b in np.array_split(order, max(1, min(buckets, len(order) // batch_size))) if len(b)]
         fixed = 2 + split.ref_mel[0].size
+        audio_copies = 2 if split.pointer else 1  # a pointer row holds a second audio-wide segment
         self.layouts = {} if layouts is None else layouts
         self.widths: list[tuple[int, int]] = []  # (text, audio) per bucket
         round16 = lambda rows: -(-max(len(r) for r in rows) // 16) * 16  # noqa: E731
@@ -148,12 +168,12 @@ class Batches:
             else:
                 tw = min(text_width, round16([split.text[i] for i in b]))
                 aw = min(audio_width, round16([split.audio[i] for i in b]))
-            while self.layouts.get(fixed + tw + aw, (tw, aw)) != (tw, aw):  # a clash: grow within the caps
+            while self.layouts.get(fixed + tw + audio_copies * aw, (tw, aw)) != (tw, aw):  # a clash: grow
                 if aw + 16 <= audio_width:
                     aw += 16
                 else:
                     tw += 16
-            self.layouts[fixed + tw + aw] = (tw, aw)
+            self.layouts[fixed + tw + audio_copies * aw] = (tw, aw)
             self.widths.append((tw, aw))
 
     def row(self, i: int, rng: np.random.Generator, text_width: int, audio_width: int) -> np.ndarray:
@@ -163,7 +183,10 @@ class Batches:
         text = np.full(text_width, s.text[i][-1], np.float32)
         audio = np.full(audio_width, s.audio[i][-1], np.float32)
         text[: len(s.text[i])], audio[: len(s.audio[i])] = s.text[i], s.audio[i]
-        return np.concatenate([[len(s.text[i]), len(s.audio[i])], text, audio, ref.reshape(-1)]).astype(np.float32)
+        parts = [[len(s.text[i]), len(s.audio[i])], text, audio]
+        if s.pointer:  # padding reads the text's stop, as the stop token's position does
+            parts.append(np.pad(s.pointer[i], (0, audio_width - len(s.pointer[i])), mode="edge"))
+        return np.concatenate([*parts, ref.reshape(-1)]).astype(np.float32)
 
     def __call__(self, step: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, step])
@@ -214,8 +237,7 @@ class TTSTask:
 
     def init_model(self, key: jax.Array) -> tts_lib.TTS:
         if self.init:
-            model = load_init(self.init)
-            return tts_lib.with_ctc_head(model, key) if self.config.ctc_head else model
+            return tts_lib.with_heads(load_init(self.init), key, self.config.ctc_head, self.config.text_pointer)
         model = tts_lib.TTS(self.config, key=key)
         if self.init_gpt:
             model = tts_lib.init_from_gpt(model, *load_gpt(self.init_gpt))
@@ -229,33 +251,38 @@ class TTSTask:
                 "ref_frames": self.ref_frames}
 
     def batch_widths(self, shape: tuple[int, ...]) -> tuple[int, int]:
-        """A row is [2 lengths, text, audio, mel]; (text width, audio width) vary by length bucket."""
+        """A row is [2 lengths, text, audio, (pointer,) mel]; (text width, audio width) vary by length bucket."""
         if shape[1] in self.layouts:
             return self.layouts[shape[1]]
-        return self.text_width, shape[1] - 2 - self.text_width - self.config.conditioning.n_mels * self.ref_frames
+        rest = shape[1] - 2 - self.text_width - self.config.conditioning.n_mels * self.ref_frames
+        return self.text_width, rest // (2 if self.config.text_pointer else 1)
 
     def tokens_in_batch(self, shape: tuple[int, ...]) -> int:
         """Text and audio token slots per batch (padding included): the trainer's tokens/s."""
         return shape[0] * sum(self.batch_widths(shape))
 
     def unpack(self, batch: jax.Array):
+        """(text_len, audio_len, text, audio, mel, pointer or None) of a batch of rows."""
         tw, aw = self.batch_widths(batch.shape)
         ints = lambda a: jnp.round(a).astype(jnp.int32)  # noqa: E731
-        mel = batch[:, 2 + tw + aw:].reshape(batch.shape[0], self.config.conditioning.n_mels, self.ref_frames)
-        return ints(batch[:, 0]), ints(batch[:, 1]), ints(batch[:, 2:2 + tw]), ints(batch[:, 2 + tw:2 + tw + aw]), mel
+        end = 2 + tw + aw * (2 if self.config.text_pointer else 1)
+        pointer = ints(batch[:, 2 + tw + aw:end]) if self.config.text_pointer else None
+        mel = batch[:, end:].reshape(batch.shape[0], self.config.conditioning.n_mels, self.ref_frames)
+        return (ints(batch[:, 0]), ints(batch[:, 1]), ints(batch[:, 2:2 + tw]), ints(batch[:, 2 + tw:2 + tw + aw]), mel,
+                pointer)
 
     def loss(self, model: tts_lib.TTS, batch: jax.Array, key) -> tuple[jax.Array, dict]:
-        text_len, audio_len, text, audio, mel = self.unpack(batch)
+        text_len, audio_len, text, audio, mel, pointer = self.unpack(batch)
         cond = jax.vmap(model.conditioner)(mel)
         keys = jax.random.split(key, batch.shape[0]) if key is not None else None
         # the prior guides training steps only: the held-out loss (key None) is the model's own
         prior = ({"prior_weight": self.align_prior, "prior_layers": self.align_prior_layers}
                  if key is not None and self.align_prior else {})
 
-        def one(c, t, tl, a, al, k):
-            return tts_lib.tts_loss(model, c, t, tl, a, al, key=k, ctc_weight=self.ctc_weight, **prior)
+        def one(c, t, tl, a, al, k, p):
+            return tts_lib.tts_loss(model, c, t, tl, a, al, key=k, ctc_weight=self.ctc_weight, pointer=p, **prior)
 
-        _, metrics = jax.vmap(one)(cond, text, text_len, audio, audio_len, keys)
+        _, metrics = jax.vmap(one)(cond, text, text_len, audio, audio_len, keys, pointer)
         metrics = jax.tree.map(jnp.mean, metrics)
         return metrics["loss"], metrics
 
@@ -311,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
                     "--align-prior-layers layers during training (models/alignment.py); 0: off. The "
                     "held-out loss and sampling run without it")
     ap.add_argument("--align-prior-layers", type=int, default=1)
+    ap.add_argument("--text-pointer", action="store_true",
+                    help="train a text-pointer model (models/pointer.py): each audio position reads the text "
+                    "token it speaks, from STEM.align.jsonl beside every token file (tools/align_tokens.py)")
     ap.add_argument("--language", default="en", help="language of the training text, for a checkpoint with "
                     "XTTS-v2's multilingual tokenizer (--init of a converted XTTS-v2)")
     ap.add_argument("--out", default="runs/tts")
@@ -374,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--ctc-weight {args.ctc_weight} must lie in [0, 100)")
     if args.ctc_weight:
         cfg = dataclasses.replace(cfg, ctc_head=True)
+    if args.text_pointer:
+        if cfg.tokenizer != "phonemes":
+            raise UserError("--text-pointer needs a phoneme model (--text-vocab phonemes): its alignments are of phonemes")
+        cfg = dataclasses.replace(cfg, text_pointer=True)
     if not 0 <= args.align_prior < 100 or not 0 <= args.align_prior_layers <= cfg.gpt.n_layer:
         raise UserError(f"--align-prior {args.align_prior} must lie in [0, 100) and --align-prior-layers "
                         f"{args.align_prior_layers} in [0, {cfg.gpt.n_layer}]")

@@ -251,3 +251,44 @@ def test_align_prior_guides_training_but_not_the_held_out_loss(corpus, base, tmp
     held = train_tts.TTSTask(model.config, 16, 48, 44, align_prior=1.0).loss(model, batch, None)[0]
     assert abs(float(guided) - float(plain)) > 1e-4 and float(held) == float(
         train_tts.TTSTask(model.config, 16, 48, 44).loss(model, batch, None)[0])
+
+
+def test_text_pointer_trains_on_forced_alignments_and_speaks(corpus, tmp_path, capsys):
+    """CTC aid -> tools/align_tokens.py -> --text-pointer fine-tuning -> synthesize.py."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    align_tokens = load_script("align_tokens", "tools/align_tokens.py")
+    tokens = tmp_path / "tokens"
+    shutil.copytree(corpus / "tokens", tokens)
+    ctc = tmp_path / "ctc"
+    assert _train(corpus, ctc, "--text-vocab", "phonemes", "--ctc-weight", "0.5") == 0
+    # no alignments yet: one line naming the tool
+    assert _train(corpus, tmp_path / "p0", "--tokens", str(tokens / "train"), "--init", str(ctc / "tts.safetensors"),
+                  "--text-pointer") == 2
+    assert "align_tokens.py" in capsys.readouterr().err
+    assert _run(align_tokens, ["--checkpoint", str(ctc / "tts.safetensors"),
+                               "--tokens", f"{tokens / 'train'},{tokens / 'eval'}", "--spell-fraction", "0"]) == 0
+    assert "6 of 6 utterances aligned" in capsys.readouterr().out
+    rows = [json.loads(line) for line in open(tokens / "train.align.jsonl")]
+    lengths = [json.loads(line)["length"] for line in open(tokens / "train.jsonl")]
+    for r in rows:
+        p = np.array(r["pointer"])
+        assert len(p) == lengths[r["row"]] + 2 and p[-1] == len(r["text"]) - 1 and np.all(np.diff(p) >= 0)
+    out = tmp_path / "pointer"
+    assert _train(corpus, out, "--tokens", str(tokens / "train"), "--init", str(ctc / "tts.safetensors"),
+                  "--text-pointer") == 0
+    model = load_tts(out / "tts.safetensors")
+    assert model.config.text_pointer and model.advance_head is not None
+    evals = [json.loads(line) for line in open(out / "metrics.jsonl") if '"eval"' in line]
+    assert "val_advance_bce" in evals[-1]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "tools/synthesize.py"), "--checkpoint", str(out / "tts.safetensors"),
+                           "--dvae", str(corpus / "dvae.safetensors"), "--speaker", str(out / "speakers" / "low.npy"),
+                           "--text", "A cat.", "--max-new-tokens", "40", "-o", str(tmp_path / "o.wav")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "o.wav").is_file()

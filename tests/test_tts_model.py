@@ -198,7 +198,7 @@ def test_recipe_length_buckets_pad_less_and_stay_pure():
         for n, b in ((1, one), (4, four)):
             batch = b(step)
             np.testing.assert_array_equal(batch, b(step))  # pure in (seed, step)
-            text_len, audio_len, t, a, _ = task.unpack(jnp.asarray(batch))
+            text_len, audio_len, t, a, _, _ = task.unpack(jnp.asarray(batch))
             assert t.shape[1] % 16 == 0 and a.shape[1] % 16 == 0
             for row in range(len(batch)):  # each row's tokens are one utterance's, unpadded
                 i = next(k for k in range(64) if audio[k] == np.asarray(a[row, :int(audio_len[row])]).tolist())
