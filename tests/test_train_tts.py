@@ -292,3 +292,20 @@ def test_text_pointer_trains_on_forced_alignments_and_speaks(corpus, tmp_path, c
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "o.wav").is_file()
+    # loss_by_position reads the alignment's pointer: its figures equal the forward along it
+    import jax.numpy as jnp
+    import optax
+
+    tool = load_script("loss_by_position", "tools/loss_by_position.py")
+    assert _run(tool, ["--checkpoint", str(out / "tts.safetensors"), "--tokens", str(tokens / "eval"), "--bins", "1",
+                       "--attention", "--json", str(tmp_path / "pos.json")]) == 0
+    mel = model.config.conditioning.mel_config
+    split = train_tts.load_split(str(tokens / "eval"), model.config, mel.n_frames(3 * mel.sample_rate), None)
+    ces = []
+    for u in range(len(split.text)):
+        audio = jnp.asarray(split.audio[u])
+        logits = model(model.conditioner(jnp.asarray(split.ref_mel[u])), jnp.asarray(split.text[u]), audio,
+                       pointer=jnp.asarray(split.pointer[u])).audio_logits
+        ces.append(np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits[:-1], audio[1:]))[:len(audio) - 2])
+    np.testing.assert_allclose(json.loads((tmp_path / "pos.json").read_text())["audio_ce"][0],
+                               np.concatenate(ces).mean(), rtol=1e-4)

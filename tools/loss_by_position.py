@@ -46,8 +46,9 @@ def loss_by_position(model, split, bins: int = 10) -> dict:
     (the stop token left out), over the utterances of ``split`` (``train_tts.Split``)."""
 
     @jax.jit
-    def score(mel, text, text_len, audio, audio_len):
-        out = model(model.conditioner(mel), text, audio, text_len, audio_len)
+    def score(mel, text, text_len, audio, audio_len, pointer):
+        # a text-pointer model reads the pointer of the forced alignment (models/pointer.py)
+        out = model(model.conditioner(mel), text, audio, text_len, audio_len, pointer=pointer)
         ce = optax.softmax_cross_entropy_with_integer_labels(out.audio_logits[:-1], audio[1:])
         return ce, jnp.argmax(out.audio_logits[:-1], -1) == audio[1:]
 
@@ -56,7 +57,9 @@ def loss_by_position(model, split, bins: int = 10) -> dict:
 
     total, right, count = np.zeros(bins), np.zeros(bins), np.zeros(bins)
     for u in range(len(split.text)):
-        ce, ok = jax.device_get(score(jnp.asarray(split.ref_mel[u]), *padded(split.text[u]), *padded(split.audio[u])))
+        pointer = padded(split.pointer[u])[0] if split.pointer else None
+        ce, ok = jax.device_get(score(jnp.asarray(split.ref_mel[u]), *padded(split.text[u]), *padded(split.audio[u]),
+                                      pointer))
         n = len(split.audio[u]) - 2  # targets 1..n are codes; target n + 1 is the stop token
         ce, ok = ce[:n], ok[:n]
         where = np.minimum(np.arange(n) * bins // max(n, 1), bins - 1)
@@ -77,8 +80,11 @@ def attention_alignment(model, split, utterances: int = 8) -> list[list[dict]]:
         text, audio = jnp.asarray(split.text[u]), jnp.asarray(split.audio[u])
         cond = model.speaker_vectors(model.conditioner(jnp.asarray(split.ref_mel[u])))
         n_cond, n_text = cond.shape[0], text.shape[0]
-        h = jnp.concatenate([cond, model.text_embedding[text] + model.text_pos[:n_text],
-                             model.audio_embedding[audio] + model.audio_pos[:audio.shape[0]]])
+        audio_x = model.audio_embedding[audio] + model.audio_pos[:audio.shape[0]]
+        if split.pointer:  # a text-pointer model's audio positions also read their text token
+            pointer = jnp.asarray(split.pointer[u])
+            audio_x = audio_x + model.text_embedding[text[pointer]] + model.text_pos[pointer]
+        h = jnp.concatenate([cond, model.text_embedding[text] + model.text_pos[:n_text], audio_x])
         t = h.shape[0]
         for layer in range(cfg.n_layer):
             block = eqx.combine(jax.tree.map(lambda a, i=layer: a[i], params), static)
