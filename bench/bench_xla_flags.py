@@ -26,6 +26,7 @@ Default flag sets (names are labels, values go to ``XLA_FLAGS`` as they are):
   ``xnn-dot``      XNNPACK's dot fusions instead of YNNPACK's
   ``onednn``       ``--xla_cpu_use_onednn=true``
   ``eigen-1t``     ``--xla_cpu_multi_thread_eigen=false`` (is the second core doing anything?)
+  ``emitters-off`` ``--xla_cpu_use_fusion_emitters=false`` (XLA's older loop emitters for fusions)
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ FLAG_SETS = {
     "xnn-dot": "--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_experimental_xnn_fusion_type=dot",
     "onednn": "--xla_cpu_use_onednn=true",
     "eigen-1t": "--xla_cpu_multi_thread_eigen=false",
+    "emitters-off": "--xla_cpu_use_fusion_emitters=false",
 }
 
 
