@@ -258,6 +258,9 @@ class Synthesizer:
             raise UserError(f"speed {self.speed} must lie in [0.05, 20]")
         if self.vocoder.features == "mel" and self.dvae is None:
             raise UserError("rendering through a mel decoder needs the DVAE (--dvae)")
+        if self.vocoder.features == "gpt_latents" and self.model.config.text_pointer:
+            # its latents depend on the pointer the sampler walked, which the latents pass does not replay
+            raise UserError("a text-pointer model renders from its audio codes (DVAE), not from GPT latents")
         if self.dvae is not None and self.dvae.cfg.num_tokens != self.model.config.num_audio_codes:
             raise UserError(f"the DVAE has {self.dvae.cfg.num_tokens} codes, the TTS model {self.model.config.num_audio_codes}")
 
