@@ -10,16 +10,19 @@
 # on the synthesis path calls them) and the eval extra. Stage times on the 2-core CPU
 # (docs/default_model/README.md): corpora 12 + 10 min, DVAE 23 min, tokens 5 + 6 min, GPT 17 min,
 # generator about 1.75 s a step on the first corpus (2,600 steps: 76 min), 1.9-2.0 s on two
-# (3,000 steps: 100 min) and on three (2,300 steps: 80 min), evaluation 15 min: about 5.5 hours in
-# all with the shipped step counts, over the 3-hour budget (the words need the steps).
+# (3,000 steps: 100 min) and on three (2,300 steps: 80 min), CTC aid 17 min, alignment 25 min, the
+# text pointer 2.2 s a step (1,400 steps: 51 min), evaluation 15 min: about 7 hours in all with the
+# shipped step counts, over the 3-hour budget (the words need the steps).
 #
-#     bash recipes/tts_demo.sh [OUT] [STEPS_FIRST] [STEPS_BOTH] [STEPS_ALL]   # defaults: runs/tts_demo 2600 3000 2300
+#     bash recipes/tts_demo.sh [OUT] [STEPS_FIRST] [STEPS_BOTH] [STEPS_ALL] [STEPS_POINTER]
+#     # defaults: runs/tts_demo 2600 3000 2300 1400
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/tts_demo}
 STEPS=${2:-2600}
 STEPS_BOTH=${3:-3000}
 STEPS_ALL=${4:-2300}
+STEPS_POINTER=${5:-1400}
 BROAD=$OUT/broad
 BROAD2=$OUT/broad2
 INIT=()
@@ -76,11 +79,23 @@ $PY recipes/train_tts.py --tokens "$ALL" --eval-tokens "$HELD" --init "$OUT/tts_
 $PY recipes/train_tts.py --tokens "$ALL" --eval-tokens "$HELD" --init "$OUT/tts_all_a/tts.safetensors" \
     --steps $((STEPS_ALL - 400)) --batch-size 32 --lr 5e-4 --warmup-steps 50 --eval-every 475 --sample-every 0 \
     --ckpt-every 250 --seed 1 --out "$OUT/tts_all"
-# 5. the package: 16-bit generator, decoder-only DVAE, 1024-d voices
-$PY tools/pack_model.py --tts "$OUT/tts_all/tts.safetensors" --dvae "$OUT/tts_all/dvae.safetensors" \
-    --speakers "$OUT/tts_all/speakers" --out "$OUT/package" \
+# 5. the text pointer (models/pointer.py): a CTC head learns to read the phonemes from the latents
+#    (400 steps; the shipped model's alignments came from such a head on the 5,600-step checkpoint),
+#    its Viterbi path gives every code its phoneme, and the generator learns to read the phoneme it
+#    speaks and when to move on
+$PY recipes/train_tts.py --tokens "$ALL" --eval-tokens "$HELD" --init "$OUT/tts_all/tts.safetensors" \
+    --ctc-weight 0.2 --steps 400 --batch-size 32 --lr 6e-4 --warmup-steps 50 --eval-every 200 --sample-every 0 \
+    --ckpt-every 200 --seed 0 --out "$OUT/ctc"
+$PY tools/align_tokens.py --checkpoint "$OUT/ctc/tts.safetensors" --tokens "$ALL" --spell-fraction 0.05
+$PY tools/align_tokens.py --checkpoint "$OUT/ctc/tts.safetensors" --tokens "$HELD" --spell-fraction 0
+$PY recipes/train_tts.py --tokens "$ALL" --eval-tokens "$HELD" --init "$OUT/tts_all/tts.safetensors" \
+    --text-pointer --steps "$STEPS_POINTER" --batch-size 32 --lr 6e-4 --warmup-steps 50 --eval-every 350 \
+    --sample-every 0 --ckpt-every 350 --seed 0 --out "$OUT/tts_pointer"
+# 6. the package: 16-bit generator, decoder-only DVAE, 1024-d voices
+$PY tools/pack_model.py --tts "$OUT/tts_pointer/tts.safetensors" --dvae "$OUT/tts_pointer/dvae.safetensors" \
+    --speakers "$OUT/tts_pointer/speakers" --out "$OUT/package" \
     --temperature 0.3 --top-k 50 --top-p 0.85 --repetition-penalty 1  # chosen on the corpus's held-out split
-# 6. evaluation: the 48 held-out everyday sentences in the four voices, in festival's kal (the same
+# 7. evaluation: the 48 held-out everyday sentences in the four voices, in festival's kal (the same
 #    recorded speaker as flite's kal, another engine) and in two espeak-ng voices of other speakers,
 #    never trained on (each cloned from a clip); every rung from the recordings to the model
 $PY recipes/make_speech_corpus.py --out "$OUT/heldout" --text xtts_jax/eval/heldout_sentences.txt \
