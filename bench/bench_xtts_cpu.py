@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text-tokens", type=int, default=24, help="text tokens between [START] and [STOP]")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--layers", type=int, help="GPT blocks (default: the size's; fewer for a quick look at full width)")
+    ap.add_argument("--side", choices=("both", "jax", "torch"), default="both",
+                    help="time one library alone: in one process, each library's idle worker threads "
+                         "(PyTorch's OpenMP pool spins after its calls) slow the other's; run jax and torch "
+                         "as two processes for figures free of that")
     ap.add_argument("--compile-cache", metavar="DIR",
                     help="JAX's persistent compilation cache in DIR, as the tools keep it: run twice, and the "
                          "second run's first calls are a new process's with the programs already compiled")
@@ -232,10 +236,13 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         jax.block_until_ready(fn())
         first[name] = time.perf_counter() - t0
-    torch_decode(), torch_latents(), torch_render()  # warm-up
-    assert len(torch_decode()) == len(jax_decode()) == args.new_tokens
+    if args.side != "jax":
+        torch_decode(), torch_latents(), torch_render()  # warm-up
+        assert len(torch_decode()) == args.new_tokens
+    assert len(jax_decode()) == args.new_tokens
     stages = {"torch decode": torch_decode, "jax decode": jax_decode, "torch latents": torch_latents,
               "jax latents": jax_latents, "torch decoder": torch_render, "jax decoder": jax_render}
+    stages = {k: v for k, v in stages.items() if args.side in ("both", k.split()[0])}
     median = median_times(stages, args.repeats)
     load_after = os.getloadavg()
 
@@ -250,9 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     print("| stage | PyTorch (coqui's path) | JAX (ours) | PyTorch / JAX | JAX first call |")
     print("|---|---:|---:|---:|---:|")
     for stage in ("decode", "latents", "decoder"):
-        t, j = median[f"torch {stage}"], median[f"jax {stage}"]
-        rate = f" ({args.new_tokens / t:.1f} / {args.new_tokens / j:.1f} tokens/s)" if stage == "decode" else ""
-        print(f"| {stage}{rate} | {t:.3f} s | {j:.3f} s | {t / j:.2f}x | {first[stage]:.2f} s |")
+        t, j = median.get(f"torch {stage}"), median.get(f"jax {stage}")
+        cell = lambda x: "-" if x is None else f"{x:.3f} s"  # noqa: E731
+        rate = (" (" + " / ".join("-" if x is None else f"{args.new_tokens / x:.1f}" for x in (t, j)) + " tokens/s)"
+                if stage == "decode" else "")
+        ratio = f"{t / j:.2f}x" if t and j else "-"
+        print(f"| {stage}{rate} | {cell(t)} | {cell(j)} | {ratio} | {first[stage]:.2f} s |")
     return 0
 
 
