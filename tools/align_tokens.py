@@ -18,7 +18,6 @@ cannot be aligned and are left out (counted).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -33,16 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
 from xtts_jax.inference import tts as pipeline  # noqa: E402
+from xtts_jax.train.tts_data import load_split  # noqa: E402
 from xtts_jax.models.alignment import ctc_forced_align, spoken_tokens  # noqa: E402
 from xtts_jax.models.pointer import pointer_from_frames  # noqa: E402
-
-
-def _recipe():
-    spec = importlib.util.spec_from_file_location("train_tts", ROOT / "recipes" / "train_tts.py")
-    recipe = importlib.util.module_from_spec(spec)
-    sys.modules["train_tts"] = recipe  # dataclasses look their module up
-    spec.loader.exec_module(recipe)
-    return recipe
 
 
 def ctc_log_probs(model, split, batch_size: int = 16):
@@ -112,11 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     if model.ctc_head is None or cfg.tokenizer != "phonemes":
         raise UserError(f"{args.checkpoint} has no CTC head over phonemes; train one with recipes/train_tts.py "
                         f"--text-vocab phonemes --ctc-weight 0.2")
-    recipe = _recipe()
     mel = cfg.conditioning.mel_config
     for stem in [s.strip() for s in args.tokens.split(",") if s.strip()]:
         t0, rows = time.perf_counter(), []
-        split = recipe.load_split(stem, cfg, mel.n_frames(3 * mel.sample_rate), args.limit, None, "en",
+        split = load_split(stem, cfg, mel.n_frames(3 * mel.sample_rate), args.limit, None, "en",
                                   args.spell_fraction, rows_out=rows)
         pointers, failed = align_split(model, split)
         with open(stem + ".align.jsonl", "w") as f:

@@ -14,7 +14,6 @@ first layer, where only token and position embeddings meet, is an alignment by p
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import sys
@@ -31,14 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
 from xtts_jax.inference import tts as pipeline  # noqa: E402
-
-
-def _recipe():
-    spec = importlib.util.spec_from_file_location("train_tts", ROOT / "recipes" / "train_tts.py")
-    recipe = importlib.util.module_from_spec(spec)
-    sys.modules["train_tts"] = recipe  # dataclasses look their module up
-    spec.loader.exec_module(recipe)
-    return recipe
+from xtts_jax.train.tts_data import load_split  # noqa: E402
 
 
 def loss_by_position(model, split, bins: int = 10) -> dict:
@@ -117,9 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     model = pipeline.load_tts(args.checkpoint)  # a missing or broken file is one sentence
     if model.conditioner is None:
         raise UserError(f"{args.checkpoint} has no conditioning encoder to read the reference clips")
-    recipe = _recipe()
     mel = model.config.conditioning.mel_config
-    split = recipe.load_split(args.tokens, model.config, mel.n_frames(3 * mel.sample_rate), args.limit,
+    split = load_split(args.tokens, model.config, mel.n_frames(3 * mel.sample_rate), args.limit,
                               pipeline.load_text_tokenizer(args.checkpoint, model.config))
     result = loss_by_position(model, split, args.bins)
     print(f"{result['utterances']} utterances, teacher-forced, in {args.bins} parts of each")
