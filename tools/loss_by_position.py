@@ -75,7 +75,7 @@ def attention_alignment(model, split, utterances: int = 8) -> list[list[dict]]:
         audio_x = model.audio_embedding[audio] + model.audio_pos[:audio.shape[0]]
         if split.pointer:  # a text-pointer model's audio positions also read their text token
             pointer = jnp.asarray(split.pointer[u])
-            audio_x = audio_x + model.text_embedding[text[pointer]] + model.text_pos[pointer]
+            audio_x = audio_x + model.text_at(text, pointer)
         h = jnp.concatenate([cond, model.text_embedding[text] + model.text_pos[:n_text], audio_x])
         t = h.shape[0]
         for layer in range(cfg.n_layer):

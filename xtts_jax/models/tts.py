@@ -98,7 +98,7 @@ class TTS(eqx.Module):
         n_cond, n_text, n_audio = cond.shape[0], text.shape[0], audio.shape[0]
         audio_x = self.audio_embedding[audio] + self.audio_pos[:n_audio]
         if pointer is not None:
-            audio_x = audio_x + self.text_embedding[text[pointer]] + self.text_pos[pointer]
+            audio_x = audio_x + self.text_at(text, pointer)
         x = jnp.concatenate([self.speaker_vectors(cond), self.text_embedding[text] + self.text_pos[:n_text], audio_x])
         prior = {}
         if prior_weight and prior_layers:
@@ -122,6 +122,11 @@ class TTS(eqx.Module):
         h_text, h_audio = h[n_cond:n_cond + n_text], h[n_cond + n_text:]
         advance = None if self.advance_head is None else self.head(h_audio, self.advance_head)[:, 0]
         return TTSOutput(self.head(h_text, self.text_head), self.head(h_audio, self.audio_head), h_audio, advance)
+
+    def text_at(self, text: Int[Array, " Tt"], k: Int[Array, "..."]) -> Float[Array, "... C"]:
+        """What a text-pointer position reads: the text token at index ``k`` as the text prefix
+        embeds it (its embedding and its position; ``models/pointer.py``)."""
+        return self.text_embedding[text[k]] + self.text_pos[k]
 
     def speaker_vectors(self, cond: Float[Array, "K S"]) -> Float[Array, "K C"]:
         """Conditioning vectors as they enter the sequence: projected to n_embd when wider."""

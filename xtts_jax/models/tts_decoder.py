@@ -59,7 +59,7 @@ class TTSDecoder(eqx.Module):
             ids = jnp.zeros(tokens.shape[0], jnp.int32).at[jnp.where(is_text, text_pos, tokens.shape[0])].set(
                 tokens - A, mode="drop")
             text_ids, spoken, first, stop = pointer.start(ids, jnp.sum(is_text), self._spoken())
-            audio_x = audio_x + m.text_embedding[text_ids[first]] + m.text_pos[first]
+            audio_x = audio_x + m.text_at(text_ids, first)
         cond_x = m.speaker_vectors(self.cond_table[jnp.clip(tokens - C, 0, self.cond_table.shape[0] - 1)])
         x = jnp.where(is_audio[:, None], audio_x, jnp.where(is_text[:, None], text_x, cond_x))
         h, kv = m.transformer(x)
@@ -77,7 +77,7 @@ class TTSDecoder(eqx.Module):
         if state is not None:
             text_ids, spoken, k, stop, advance = state
             k = jnp.where(advance, pointer.next_position(spoken, k, stop), k)
-            x = x + m.text_embedding[text_ids[k]] + m.text_pos[k]
+            x = x + m.text_at(text_ids, k)
         h, kv = m.transformer.decode(x, kv, pos)
         logits = self.audio_logits(h)
         if state is not None:
