@@ -12,6 +12,7 @@ global-norm clipping at 1.0, AdamW.
 Variants, each built once and then run once per round in turn (A B C D A B C D ...), so a change in
 the machine's load hits all of them alike; the table gives medians and the load averages:
   ``jax``         our Trainer on one CPU device, built as the recipes build it (CPU defaults of GPTConfig)
+  ``jax-bf16``    the same with ``compute_dtype`` bfloat16 (see ``jax-cores-bf16``)
   ``jax-cores``   the same over one device per core (sharding.devices_per_cpu_core), data-parallel
   ``jax-cores-bf16`` the same with ``compute_dtype`` bfloat16: matmuls in bf16 with float32
                   accumulation, parameters, residual stream, softmax and loss in float32
@@ -41,7 +42,7 @@ from xtts_jax.errors import run_cli
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-VARIANTS = ("jax", "jax-cores", "jax-cores-bf16", "torch", "torch-bf16", "torch-compile")
+VARIANTS = ("jax", "jax-bf16", "jax-cores", "jax-cores-bf16", "torch", "torch-bf16", "torch-compile")
 
 
 def jax_step(task, batch_rows: np.ndarray, devices):
@@ -145,6 +146,8 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             if v == "jax":
                 steps[v] = jax_step(task, rows, jax.devices()[:1])
+            elif v == "jax-bf16":
+                steps[v] = jax_step(in_bf16(task), rows, jax.devices()[:1])
             elif v == "jax-cores":
                 steps[v] = jax_step(task, rows, jax.devices()[:cores])
             elif v == "jax-cores-bf16":

@@ -78,6 +78,7 @@ class TTSTask:
     ctc_weight: float = 0.0  # weight of the CTC alignment aid (models/alignment.py); needs config.ctc_head
     align_prior: float = 0.0  # weight of the diagonal attention prior (models/alignment.py), training steps only
     align_prior_layers: int = 1
+    compute_dtype: str | None = None  # the GPT's matmul dtype while training (GPTConfig.compute_dtype); None: the model's
     sampler: object = None  # called by the trainer's sample hook (audio, not text)
     # row width -> (text width, audio width) of length-bucketed batches (Batches.layouts); a row
     # width not listed holds text_width text tokens and the rest audio
@@ -85,11 +86,12 @@ class TTSTask:
 
     def init_model(self, key: jax.Array) -> tts_lib.TTS:
         if self.init:
-            return tts_lib.with_heads(load_init(self.init), key, self.config.ctc_head, self.config.text_pointer)
-        model = tts_lib.TTS(self.config, key=key)
-        if self.init_gpt:
-            model = tts_lib.init_from_gpt(model, *load_gpt(self.init_gpt))
-        return model
+            model = tts_lib.with_heads(load_init(self.init), key, self.config.ctc_head, self.config.text_pointer)
+        else:
+            model = tts_lib.TTS(self.config, key=key)
+            if self.init_gpt:
+                model = tts_lib.init_from_gpt(model, *load_gpt(self.init_gpt))
+        return model if self.compute_dtype is None else tts_lib.with_compute_dtype(model, self.compute_dtype)
 
     def logical_axes(self, model):
         return tts_lib.logical_axes(model)
@@ -189,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text-pointer", action="store_true",
                     help="train a text-pointer model (models/pointer.py): each audio position reads the text "
                     "token it speaks, from STEM.align.jsonl beside every token file (tools/align_tokens.py)")
+    ap.add_argument("--compute-dtype", choices=["auto", "float32", "bfloat16"],
+                    help="the generator's matmul dtype while training (default: the model's, auto for a preset: "
+                         "float32 on CPU, bfloat16 on GPU/TPU; "
+                         "bfloat16 on a CPU with AVX512-BF16/AMX runs the step faster, bench/bench_train_cpu.py); "
+                         "the saved checkpoint keeps the dtype it had")
     ap.add_argument("--language", default="en", help="language of the training text, for a checkpoint with "
                     "XTTS-v2's multilingual tokenizer (--init of a converted XTTS-v2)")
     ap.add_argument("--out", default="runs/tts")
@@ -272,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
           f"text <= {text_width} tokens, audio <= {audio_width} tokens")
 
     task = TTSTask(cfg, text_width, audio_width, ref_frames, args.init_gpt, args.init, args.ctc_weight,
-                   args.align_prior, args.align_prior_layers, listening_sample(held, dvae, out))
+                   args.align_prior, args.align_prior_layers, args.compute_dtype, listening_sample(held, dvae, out))
     if args.length_buckets < 1:
         raise UserError(f"--length-buckets {args.length_buckets} must be >= 1")
     train_batches = Batches(train, args.batch_size, args.seed, text_width, audio_width, args.length_buckets,
@@ -285,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                        ckpt_every=args.ckpt_every, sample_every=args.sample_every, seed=args.seed, out_dir=str(out))
     trainer = Trainer(task, tcfg, train_data=train_batches, eval_data=eval_batches)
     result = trainer.fit(resume=args.resume)
-    model = trainer.model(result["state"]["params"])
+    model = tts_lib.with_compute_dtype(trainer.model(result["state"]["params"]), cfg.gpt.compute_dtype)
 
     meta = {"val_loss": result.get("val_loss"), "steps": args.steps}
     if args.init:  # keep what the checkpoint carries (tokenizer, sampling, cloning settings); count all steps

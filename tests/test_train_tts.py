@@ -5,6 +5,7 @@ import dataclasses
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import soundfile as sf
@@ -91,6 +92,22 @@ def test_train_then_fine_tune_from_the_checkpoint(corpus, base, tmp_path):
     tuned_meta = read_safetensors_metadata(str(same / "tts.safetensors"))
     np.testing.assert_allclose(float(tuned_meta["val_loss"]), float(meta["val_loss"]), rtol=1e-6)
     assert tuned_meta["steps"] == "4" and tuned_meta["fine_tuned_from"] == str(base / "tts.safetensors")
+
+
+def test_bfloat16_training_keeps_the_checkpoints_dtype(corpus, base, tmp_path):
+    # --compute-dtype bfloat16 (the CPU's bfloat16 kernels, models/cpu_kernels.py) for the run only:
+    # at a vanishing lr the held-out loss is the checkpoint's, up to bfloat16's rounding, and the
+    # saved config is the checkpoint's own (auto), so inference is not switched to bfloat16
+    meta = read_safetensors_metadata(str(base / "tts.safetensors"))
+    out = tmp_path / "bf16"
+    assert _train(corpus, out, "--init", str(base / "tts.safetensors"), "--lr", "1e-12", "--compute-dtype", "bfloat16") == 0
+    assert load_tts(out / "tts.safetensors").config == load_tts(base / "tts.safetensors").config
+    assert load_tts(out / "tts.safetensors").config.gpt.compute_dtype == "auto"
+    ours, f32 = float(read_safetensors_metadata(str(out / "tts.safetensors"))["val_loss"]), float(meta["val_loss"])
+    assert 0 < abs(ours - f32) < 0.02 * f32
+    model = train_tts.TTSTask(load_tts(base / "tts.safetensors").config, 16, 16, 4, compute_dtype="bfloat16",
+                              init=str(base / "tts.safetensors")).init_model(jax.random.key(0))
+    assert model.config.gpt.dtype == jnp.bfloat16
 
 
 def test_init_errors_are_one_line(corpus, base, tmp_path, capsys):

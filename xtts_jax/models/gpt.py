@@ -20,7 +20,8 @@ from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from xtts_jax.errors import UserError
-from xtts_jax.models.layers import MLP, MLP_ACTIVATIONS, Dense, LayerNorm, mlp_hidden_width, residual_std
+from xtts_jax.models import cpu_kernels
+from xtts_jax.models.layers import MLP, MLP_ACTIVATIONS, Dense, LayerNorm, matmul, mlp_hidden_width, residual_std
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 ATTENTION = ("xla", "cudnn", "blocked")
@@ -202,7 +203,9 @@ class CausalSelfAttention(eqx.Module):
     def __call__(self, x: Float[Array, "T C"], bias: Float[Array, "H T T"] | None = None
                  ) -> tuple[Float[Array, "T C"], tuple[Array, Array]]:
         q, k, v = self.qkv(x)
-        if self.implementation == "blocked":
+        if self.implementation == "blocked" and bias is None and q.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+            y = cpu_kernels.causal_attention(q, k, v, QUERY_BLOCK)  # the same arithmetic, bf16 kernels throughout
+        elif self.implementation == "blocked":
             y = blocked_causal_attention(q, k, v, bias=bias)
         else:
             bias = None if bias is None else bias.astype(q.dtype)
@@ -376,8 +379,10 @@ class GPT(eqx.Module):
     def logits(self, h: Float[Array, "... C"]) -> Float[Array, "... V"]:
         """LM head over the real vocabulary; matmul in the compute dtype, accumulated in float32."""
         dtype = self.config.dtype
-        w = self.wte.T if self.lm_head is None else self.lm_head.weight
-        out = jnp.matmul(h.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
+        if self.lm_head is None:  # tied: the token embedding, read as [V, C]
+            out = matmul(h.astype(dtype), self.wte, jnp.float32, transpose_w=True)
+        else:
+            out = matmul(h.astype(dtype), self.lm_head.weight, jnp.float32)
         return out[..., : self.config.vocab_size]
 
     def hidden(self, tokens: Int[Array, " T"], *, key: PRNGKeyArray | None = None) -> Float[Array, "T C"]:

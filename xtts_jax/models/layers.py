@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from xtts_jax.errors import UserError
+from xtts_jax.models import cpu_kernels
 
 # name -> elementwise activation. gelu_tanh is GPT-2's "gelu_new"; relu2 is Primer's squared ReLU.
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
@@ -49,6 +50,20 @@ def compute_cast(x: Array, dtype) -> Array:
     return x if dtype is None else x.astype(dtype)
 
 
+def matmul(x: Float[Array, "... d_in"], w: Float[Array, "d_in d_out"], out_dtype=None, transpose_w: bool = False
+           ) -> Float[Array, "... d_out"]:
+    """``x @ w`` (``x @ w.T`` with ``transpose_w``) in ``x``'s dtype, ``w`` cast to it; the result in
+    ``out_dtype`` (``x``'s dtype when None; float32 gives float32 accumulation, as for logits).
+    bfloat16 on XLA's CPU backend goes through ``cpu_kernels.bf16_matmul``; every other case is the
+    plain product."""
+    if x.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+        return cpu_kernels.bf16_matmul(x, w, out_dtype or x.dtype, transpose_w)
+    w = w.T if transpose_w else w
+    if out_dtype is None:
+        return x @ w.astype(x.dtype)
+    return jnp.matmul(x, w.astype(x.dtype), preferred_element_type=out_dtype)
+
+
 class Dense(eqx.Module):
     """y = x W + b with W stored as [in, out]; computes in ``x``'s dtype, parameters stay fp32."""
 
@@ -60,7 +75,7 @@ class Dense(eqx.Module):
         self.bias = jnp.zeros((d_out,), jnp.float32) if bias else None
 
     def __call__(self, x: Float[Array, "... d_in"]) -> Float[Array, "... d_out"]:
-        y = x @ self.weight.astype(x.dtype)
+        y = matmul(x, self.weight)
         return y if self.bias is None else y + self.bias.astype(x.dtype)
 
 

@@ -26,7 +26,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from xtts_jax.errors import UserError
 from xtts_jax.models.conditioning import Conditioner
 from xtts_jax.models.gpt import GPT, Transformer
-from xtts_jax.models.layers import Dense, LayerNorm
+from xtts_jax.models.layers import Dense, LayerNorm, matmul
 from xtts_jax.models.tts_config import (  # noqa: F401 (the config's names, as before the split)
     PRESETS, TOKENIZERS, TTSConfig, coqui_generation, get_config, with_phonemes, with_speaker_dim, with_text_vocab)
 
@@ -82,7 +82,7 @@ class TTS(eqx.Module):
     def head(self, h: Float[Array, "... C"], which: Dense) -> Float[Array, "... V"]:
         """Logits in the compute dtype, accumulated in float32."""
         dtype = self.config.gpt.dtype
-        out = jnp.matmul(h.astype(dtype), which.weight.astype(dtype), preferred_element_type=jnp.float32)
+        out = matmul(h.astype(dtype), which.weight, jnp.float32)
         return out + which.bias
 
     def __call__(self, cond: Float[Array, "K C"], text: Int[Array, " Tt"], audio: Int[Array, " Ta"],
@@ -153,6 +153,18 @@ def with_heads(model: TTS, key: PRNGKeyArray, ctc_head: bool = False, text_point
     names = [f.name for f in dataclasses.fields(TTS) if f.name not in added | {"config"}]
     return eqx.tree_at(lambda m: [getattr(m, n) for n in names], fresh, [getattr(model, n) for n in names],
                        is_leaf=lambda x: x is None)
+
+
+def with_compute_dtype(model: TTS, compute_dtype: str) -> TTS:
+    """``model``'s arrays under a config whose GPT computes in ``compute_dtype`` (``GPTConfig``:
+    auto, float32, bfloat16), e.g. bfloat16 to train on a CPU with bfloat16 kernels and back to auto
+    before saving. Only the static choices change; every array is the same object."""
+    cfg = model.config
+    want = dataclasses.replace(cfg, gpt=dataclasses.replace(cfg.gpt, compute_dtype=compute_dtype))
+    if want == cfg:
+        return model
+    structure = jax.tree.structure(eqx.filter_eval_shape(TTS, want, key=jax.random.key(0)))
+    return jax.tree.unflatten(structure, jax.tree.leaves(model))
 
 
 def with_ctc_head(model: TTS, key: PRNGKeyArray) -> TTS:
