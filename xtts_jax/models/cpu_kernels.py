@@ -25,11 +25,21 @@ from jax.interpreters import ad, batching, mlir
 from jaxtyping import Array, Float
 
 
+def applies(dtype) -> bool:
+    """Whether products in ``dtype`` take these kernels: bfloat16 on the CPU backend."""
+    return dtype == jnp.bfloat16 and jax.default_backend() == "cpu"
+
+
+def swapaxes_copy(x: Array, axis1: int, axis2: int) -> Array:
+    """``jnp.swapaxes`` as a copy that XLA keeps: a plain transpose it folds into the next dot's
+    dimension numbers, which brings back the form the kernels do not take."""
+    axis1, axis2 = axis1 % x.ndim, axis2 % x.ndim
+    y = jnp.swapaxes(x.reshape(*x.shape, 1), axis1, axis2)
+    return y.reshape(y.shape[:-1])
+
+
 def transpose_last(x: Float[Array, "... m k"]) -> Float[Array, "... k m"]:
-    """Swap the last two axes as a copy that XLA keeps: a plain transpose it folds into the next
-    dot's dimension numbers, which brings back the form the kernels do not take."""
-    *lead, m, k = x.shape
-    return jnp.swapaxes(x.reshape(*lead, m, k, 1), -2, -3).reshape(*lead, k, m)
+    return swapaxes_copy(x, -2, -1)
 
 
 def bf16_matmul(x: Float[Array, "... k"], w: Float[Array, "k n"], out_dtype, transpose_w: bool = False
@@ -98,12 +108,6 @@ ad.defbilinear(_matmul_p, _matmul_transpose_x, _matmul_transpose_w)
 batching.primitive_batchers[_matmul_p] = _matmul_batch
 
 
-def swap_leading(x: Float[Array, "a b d"]) -> Float[Array, "b a d"]:
-    """Swap the first two axes as a copy that XLA keeps (see ``transpose_last``)."""
-    a, b, d = x.shape
-    return jnp.swapaxes(x.reshape(a, b, d, 1), 0, 1).reshape(b, a, d)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def causal_attention(q: Float[Array, "T H D"], k: Float[Array, "T H D"], v: Float[Array, "T H D"],
                      block: int) -> Float[Array, "T H D"]:
@@ -122,7 +126,7 @@ def _blocks(t: int, block: int):
 def _attention_fwd(q, k, v, block):
     t, _, d = q.shape
     dtype = q.dtype
-    qh, kh, vh = (swap_leading(a) for a in (q, k, v))  # [H, T, D]
+    qh, kh, vh = (swapaxes_copy(a, 0, 1) for a in (q, k, v))  # [H, T, D]
     qh = qh * jnp.asarray(1 / math.sqrt(d), dtype)
     out, probs = [], []
     for lo, hi in _blocks(t, block):
@@ -137,7 +141,7 @@ def _attention_fwd(q, k, v, block):
 def _attention_bwd(block, residuals, g):
     qh, kh, vh, probs = residuals
     dtype = qh.dtype
-    gh = swap_leading(g.astype(dtype))
+    gh = swapaxes_copy(g.astype(dtype), 0, 1)
     dq, dk, dv = [], jnp.zeros(kh.shape, jnp.float32), jnp.zeros(vh.shape, jnp.float32)
     for (lo, hi), p in zip(_blocks(qh.shape[1], block), probs):
         go = gh[:, lo:hi]

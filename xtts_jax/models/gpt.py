@@ -203,7 +203,7 @@ class CausalSelfAttention(eqx.Module):
     def __call__(self, x: Float[Array, "T C"], bias: Float[Array, "H T T"] | None = None
                  ) -> tuple[Float[Array, "T C"], tuple[Array, Array]]:
         q, k, v = self.qkv(x)
-        if self.implementation == "blocked" and bias is None and q.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+        if self.implementation == "blocked" and bias is None and cpu_kernels.applies(q.dtype):
             y = cpu_kernels.causal_attention(q, k, v, QUERY_BLOCK)  # the same arithmetic, bf16 kernels throughout
         elif self.implementation == "blocked":
             y = blocked_causal_attention(q, k, v, bias=bias)

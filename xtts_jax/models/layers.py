@@ -56,7 +56,7 @@ def matmul(x: Float[Array, "... d_in"], w: Float[Array, "d_in d_out"], out_dtype
     ``out_dtype`` (``x``'s dtype when None; float32 gives float32 accumulation, as for logits).
     bfloat16 on XLA's CPU backend goes through ``cpu_kernels.bf16_matmul``; every other case is the
     plain product."""
-    if x.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+    if cpu_kernels.applies(x.dtype):
         return cpu_kernels.bf16_matmul(x, w, out_dtype or x.dtype, transpose_w)
     w = w.T if transpose_w else w
     if out_dtype is None:
