@@ -35,6 +35,7 @@ from xtts_jax.inference import tts as pipeline
 from xtts_jax.inference.sampling import SamplingConfig
 from xtts_jax.inference.vocoder import Vocoder
 from xtts_jax.models import tts as tts_lib
+from xtts_jax.models.cpu_kernels import training_dtype
 from xtts_jax.models.dvae import load_dvae
 from xtts_jax.train.optim import TrainConfig
 from xtts_jax.train.sharding import devices_per_cpu_core
@@ -192,10 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="train a text-pointer model (models/pointer.py): each audio position reads the text "
                     "token it speaks, from STEM.align.jsonl beside every token file (tools/align_tokens.py)")
     ap.add_argument("--compute-dtype", choices=["auto", "float32", "bfloat16"],
-                    help="the generator's matmul dtype while training (default: the model's, auto for a preset: "
-                         "float32 on CPU, bfloat16 on GPU/TPU; "
-                         "bfloat16 on a CPU with AVX512-BF16/AMX runs the step faster, bench/bench_train_cpu.py); "
-                         "the saved checkpoint keeps the dtype it had")
+                    help="the generator's matmul dtype while training (default: bfloat16 on a CPU with "
+                         "AVX512-BF16/AMX, 1.6x the step with the same losses, README Benchmarks; else the model's, "
+                         "auto: float32 on CPU, bfloat16 on GPU/TPU); the saved checkpoint keeps the dtype it had")
     ap.add_argument("--language", default="en", help="language of the training text, for a checkpoint with "
                     "XTTS-v2's multilingual tokenizer (--init of a converted XTTS-v2)")
     ap.add_argument("--out", default="runs/tts")
@@ -278,8 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(train.text)} training and {len(held.text)} held-out utterances; "
           f"text <= {text_width} tokens, audio <= {audio_width} tokens")
 
+    dtype = training_dtype(args.compute_dtype)
+    print(f"training computes in {dtype or cfg.gpt.compute_dtype} (the saved checkpoint: {cfg.gpt.compute_dtype})")
     task = TTSTask(cfg, text_width, audio_width, ref_frames, args.init_gpt, args.init, args.ctc_weight,
-                   args.align_prior, args.align_prior_layers, args.compute_dtype, listening_sample(held, dvae, out))
+                   args.align_prior, args.align_prior_layers, dtype, listening_sample(held, dvae, out))
     if args.length_buckets < 1:
         raise UserError(f"--length-buckets {args.length_buckets} must be >= 1")
     train_batches = Batches(train, args.batch_size, args.seed, text_width, audio_width, args.length_buckets,

@@ -30,10 +30,10 @@ BROAD2=$OUT/broad2
 INIT=()
 DATA=$OUT/corpus
 PY=${PYTHON:-python}
-# the generator's matmuls in bfloat16 where the CPU has bfloat16 kernels (AVX512-BF16 / AMX): 1.6x
+# train_tts.py computes in bfloat16 where the CPU has bfloat16 kernels (AVX512-BF16 / AMX): 1.6x
 # faster a step, the same losses to three decimals over 200 steps (README, CPU training); the
-# shipped model was trained in float32 (COMPUTE_DTYPE=float32 repeats that)
-if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null; then DTYPE=${COMPUTE_DTYPE:-bfloat16}; else DTYPE=${COMPUTE_DTYPE:-float32}; fi
+# shipped model was trained mostly in float32 (COMPUTE_DTYPE=float32 repeats that)
+DTYPE=(); if [ -n "${COMPUTE_DTYPE:-}" ]; then DTYPE=(--compute-dtype "$COMPUTE_DTYPE"); fi
 VOICES=flite_kal,flite_awb,flite_rms,flite_slt
 
 # 1. flite's four voices read 3,000 sentences, half from the story generator and half everyday
@@ -69,36 +69,36 @@ if [ "${INIT_GPT:-0}" = 1 ]; then
 fi
 # 4. the generator: phonemes in (any English sentence), 1024-d speaker vectors; first the first
 #    corpus, then both corpora from that checkpoint with a fresh warm-up and cosine schedule
-$PY recipes/train_tts.py --compute-dtype "$DTYPE" --tokens "$DATA/tokens/train" --preset cpu --text-vocab phonemes --speaker-dim 1024 \
+$PY recipes/train_tts.py "${DTYPE[@]}" --tokens "$DATA/tokens/train" --preset cpu --text-vocab phonemes --speaker-dim 1024 \
     "${INIT[@]}" --steps "$STEPS" --batch-size 32 --lr 1e-3 --warmup-steps 100 \
     --eval-every 250 --sample-every 1000 --ckpt-every 250 --out "$OUT/tts"
-$PY recipes/train_tts.py --compute-dtype "$DTYPE" --tokens "$DATA/tokens/train,$BROAD/tokens/train" --init "$OUT/tts/tts.safetensors" \
+$PY recipes/train_tts.py "${DTYPE[@]}" --tokens "$DATA/tokens/train,$BROAD/tokens/train" --init "$OUT/tts/tts.safetensors" \
     --steps "$STEPS_BOTH" --batch-size 32 --lr 6e-4 --warmup-steps 100 \
     --eval-every 500 --sample-every 0 --ckpt-every 250 --out "$OUT/tts_both"
 #    then all three corpora, as the shipped model was: 400 steps (the no-aid arm of the CTC A/B in
 #    docs/default_model), then the rest with a fresh schedule
 ALL="$DATA/tokens/train,$BROAD/tokens/train,$BROAD2/tokens/train"
 HELD="$DATA/tokens/eval,$BROAD/tokens/eval"
-$PY recipes/train_tts.py --compute-dtype "$DTYPE" --tokens "$ALL" --eval-tokens "$HELD" --init "$OUT/tts_both/tts.safetensors" \
+$PY recipes/train_tts.py "${DTYPE[@]}" --tokens "$ALL" --eval-tokens "$HELD" --init "$OUT/tts_both/tts.safetensors" \
     --steps 400 --batch-size 32 --lr 6e-4 --warmup-steps 50 --eval-every 200 --sample-every 0 --ckpt-every 200 \
     --seed 0 --out "$OUT/tts_all_a"
-$PY recipes/train_tts.py --compute-dtype "$DTYPE" --tokens "$ALL" --eval-tokens "$HELD" --init "$OUT/tts_all_a/tts.safetensors" \
+$PY recipes/train_tts.py "${DTYPE[@]}" --tokens "$ALL" --eval-tokens "$HELD" --init "$OUT/tts_all_a/tts.safetensors" \
     --steps $((STEPS_ALL - 400)) --batch-size 32 --lr 5e-4 --warmup-steps 50 --eval-every 475 --sample-every 0 \
     --ckpt-every 250 --seed 1 --out "$OUT/tts_all"
 # 5. the text pointer (models/pointer.py): a CTC head learns to read the phonemes from the latents
 #    (400 steps; the shipped model's alignments came from such a head on the 5,600-step checkpoint),
 #    its Viterbi path gives every code its phoneme, and the generator learns to read the phoneme it
 #    speaks and when to move on
-$PY recipes/train_tts.py --compute-dtype "$DTYPE" --tokens "$ALL" --eval-tokens "$HELD" --init "$OUT/tts_all/tts.safetensors" \
+$PY recipes/train_tts.py "${DTYPE[@]}" --tokens "$ALL" --eval-tokens "$HELD" --init "$OUT/tts_all/tts.safetensors" \
     --ctc-weight 0.2 --steps 400 --batch-size 32 --lr 6e-4 --warmup-steps 50 --eval-every 200 --sample-every 0 \
     --ckpt-every 200 --seed 0 --out "$OUT/ctc"
 $PY tools/align_tokens.py --checkpoint "$OUT/ctc/tts.safetensors" --tokens "$ALL" --spell-fraction 0.05
 $PY tools/align_tokens.py --checkpoint "$OUT/ctc/tts.safetensors" --tokens "$HELD" --spell-fraction 0
-$PY recipes/train_tts.py --compute-dtype "$DTYPE" --tokens "$ALL" --eval-tokens "$HELD" --init "$OUT/tts_all/tts.safetensors" \
+$PY recipes/train_tts.py "${DTYPE[@]}" --tokens "$ALL" --eval-tokens "$HELD" --init "$OUT/tts_all/tts.safetensors" \
     --text-pointer --steps "$STEPS_POINTER" --batch-size 32 --lr 6e-4 --warmup-steps 50 --eval-every 350 \
     --sample-every 0 --ckpt-every 350 --seed 0 --out "$OUT/tts_pointer"
 #    then more of the same from it: a warm restart at a lower peak, another seed's batch order
-$PY recipes/train_tts.py --compute-dtype "$DTYPE" --tokens "$ALL" --eval-tokens "$HELD" --init "$OUT/tts_pointer/tts.safetensors" \
+$PY recipes/train_tts.py "${DTYPE[@]}" --tokens "$ALL" --eval-tokens "$HELD" --init "$OUT/tts_pointer/tts.safetensors" \
     --text-pointer --steps "$STEPS_POINTER2" --batch-size 32 --lr 4e-4 --warmup-steps 50 --eval-every 350 \
     --sample-every 0 --ckpt-every 350 --seed 1 --out "$OUT/tts_pointer2"
 # 6. the package: 16-bit generator, decoder-only DVAE, 1024-d voices

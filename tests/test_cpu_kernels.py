@@ -119,3 +119,15 @@ def test_a_bfloat16_gpt_step_runs_every_product_in_bfloat16_and_follows_float32(
         assert all(where == "ynn" for _, where in dots), sorted(set(dots))
     assert all(a.dtype == b.dtype == F32 for a, b in zip(g32, g16))
     assert max(rel(a, b) for a, b in zip(g32, g16) if np.linalg.norm(a) > 0) < 0.05
+
+
+def test_training_dtype_is_bfloat16_only_where_the_cpu_has_its_kernels(tmp_path, monkeypatch):
+    with_amx, plain_cpu = tmp_path / "amx", tmp_path / "plain"
+    with_amx.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    plain_cpu.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert cpu_kernels.cpu_has_bf16(str(with_amx)) and not cpu_kernels.cpu_has_bf16(str(plain_cpu))
+    assert not cpu_kernels.cpu_has_bf16(str(tmp_path / "missing"))  # no /proc: no guess
+    for has, want in ((True, "bfloat16"), (False, None)):
+        monkeypatch.setattr(cpu_kernels, "cpu_has_bf16", lambda has=has: has)
+        assert cpu_kernels.training_dtype() == want  # the tests run on JAX's CPU backend
+        assert cpu_kernels.training_dtype("float32") == "float32"  # asked for: always that

@@ -187,6 +187,30 @@ def test_fit_logs_metrics_eval_and_samples(tmp_path):
     assert trainer.ckpt.steps() == sorted({best, 4}) and trainer.ckpt.best_step() == best  # last and best
 
 
+def test_bfloat16_training_exports_the_models_own_config(tmp_path):
+    """LMTask.compute_dtype trains in bfloat16 (the recipe's default on a CPU with bfloat16 kernels)
+    and follows float32's losses; the exported model.safetensors keeps the config as given, so a
+    loaded model computes as before."""
+    from xtts_jax.train.lm import load_lm
+
+    task = tiny_task()
+    data = TokenDataset(write_tokens(str(tmp_path / "tokens.bin")), task.config.block_size)
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        cfg = tiny_train_config(str(tmp_path / dtype), steps=3, lr=3e-3, eval_every=3)
+        trainer = Trainer(dataclasses.replace(task, compute_dtype=dtype), cfg,
+                          train_data=lambda s: data.batch(0, s, cfg.batch_size),
+                          eval_data=lambda i: data.batch(1, i, cfg.batch_size))
+        out = trainer.fit(show_progress=False)
+        assert trainer.model(out["state"]["params"]).config.dtype == jnp.dtype(dtype)
+        losses[dtype] = [r["loss"] for r in read_jsonl(str(tmp_path / dtype / "metrics.jsonl")) if r["kind"] == "train"]
+        model, loaded = load_lm(tmp_path / dtype / "model.safetensors")
+        assert model.config == task.config and loaded.compute_dtype is None
+        assert model.config.dtype == jnp.float32  # "auto" on the CPU backend
+    f32, bf16 = np.asarray(losses["float32"]), np.asarray(losses["bfloat16"])
+    assert np.all(f32 != bf16) and np.allclose(bf16, f32, rtol=0.02), (f32, bf16)
+
+
 def test_recipe_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     import importlib.util
     import os

@@ -65,13 +65,18 @@ class LMTask:
     vocab: VocabMap | None = None
     prompts: tuple[str, ...] = ("Once upon a time",)  # what ``sample`` continues
     loss_chunk: int = 0  # > 0: cross-entropy over chunks of this many positions (chunked_cross_entropy)
+    # The GPT's matmul dtype while training (cpu_kernels.training_dtype); None: config's. Not saved:
+    # the exported model.safetensors carries ``config`` as given, so loading it computes as before.
+    compute_dtype: str | None = None
 
     def __post_init__(self):
         if self.loss_chunk < 0 or (self.loss_chunk and self.config.block_size % self.loss_chunk):
             raise UserError(f"loss_chunk {self.loss_chunk} must be 0 or divide block_size {self.config.block_size}")
 
     def init_model(self, key: PRNGKeyArray) -> GPT:
-        return GPT(self.config, key=key)
+        if self.compute_dtype is None:
+            return GPT(self.config, key=key)
+        return GPT(dataclasses.replace(self.config, compute_dtype=self.compute_dtype), key=key)
 
     def logical_axes(self, model: GPT) -> Any:
         return gpt_lib.logical_axes(model)
