@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchlib import timed  # noqa: E402
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
 from xtts_jax.inference.sampling import SamplingConfig, generate_padded  # noqa: E402
-from xtts_jax.models.gpt import GPT, get_config  # noqa: E402
+from xtts_jax.models.gpt import GPT  # noqa: E402
+from xtts_jax.models.gpt_config import get_config  # noqa: E402
 
 
 def bench_train(model: GPT, batch: int, seq_len: int, repeats: int) -> float:

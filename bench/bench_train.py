@@ -25,7 +25,7 @@ from xtts_jax.errors import UserError, run_cli
 
 
 def parse(argv):
-    from xtts_jax.models.gpt import GPTConfig
+    from xtts_jax.models.gpt_config import GPTConfig
     from xtts_jax.train.sharding import MeshConfig
     from xtts_jax.train.trainer import add_config_args
 
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     args = parse(argv)
     import jax
 
-    from xtts_jax.models.gpt import get_config
+    from xtts_jax.models.gpt_config import get_config
     from xtts_jax.train import sharding as shd
     from xtts_jax.train.data import Prefetcher, TokenDataset
     from xtts_jax.train.lm import LMTask

@@ -78,7 +78,7 @@ def in_bf16(task):
 
 def gpt_shape(batch: int):
     """(LM task, a batch of token windows, torch GPT-2 kwargs, target positions per step)."""
-    from xtts_jax.models.gpt import get_config
+    from xtts_jax.models.gpt_config import get_config
     from xtts_jax.train.lm import LMTask
 
     block, vocab = 256, 1088

@@ -26,7 +26,7 @@ from pathlib import Path
 import jax
 
 from xtts_jax.errors import UserError, run_cli
-from xtts_jax.models.gpt import GPTConfig
+from xtts_jax.models.gpt_config import GPTConfig
 from xtts_jax.models.layers import MLP_ACTIVATIONS
 from xtts_jax.text.prepare import prepare, prepare_embedded
 from xtts_jax.train.ablation import AblationConfig, LMData, run_ablation, write_report

@@ -44,7 +44,7 @@ PROMPTS = ("Once upon a time", "One day, a little")
 
 
 def parse(argv):
-    from xtts_jax.models.gpt import GPTConfig
+    from xtts_jax.models.gpt_config import GPTConfig
     from xtts_jax.train.optim import TrainConfig
     from xtts_jax.train.sharding import MeshConfig
     from xtts_jax.train.trainer import add_config_args
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     if args.distributed:
         jax.distributed.initialize()
     from xtts_jax.models.cpu_kernels import training_dtype
-    from xtts_jax.models.gpt import GPTConfig
+    from xtts_jax.models.gpt_config import GPTConfig
     from xtts_jax.train.data import TokenDataset
     from xtts_jax.train.lm import LMTask, VocabMap, unigram_entropy
     from xtts_jax.train.metrics import peak_flops_for

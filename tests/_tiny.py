@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from xtts_jax.models.gpt import get_config
+from xtts_jax.models.gpt_config import get_config
 from xtts_jax.train.lm import LMTask
 from xtts_jax.train.optim import TrainConfig
 

@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from xtts_jax.errors import UserError
-from xtts_jax.models.gpt import get_config
+from xtts_jax.models.gpt_config import get_config
 from xtts_jax.train import ablation
 from xtts_jax.train.ablation import AblationConfig, mean_std, summarize
 from xtts_jax.train.optim import TrainConfig

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from xtts_jax.models import cpu_kernels
-from xtts_jax.models.gpt import GPT, blocked_causal_attention, get_config
+from xtts_jax.models.gpt import GPT, blocked_causal_attention
+from xtts_jax.models.gpt_config import get_config
 
 BF16, F32 = jnp.bfloat16, jnp.float32
 

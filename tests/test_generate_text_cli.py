@@ -8,7 +8,8 @@ import jax
 
 from xtts_jax.convert.hf_gpt2 import save_hf_gpt2
 from xtts_jax.inference.sampling import SamplingConfig, generate
-from xtts_jax.models.gpt import GPT, get_config
+from xtts_jax.models.gpt import GPT
+from xtts_jax.models.gpt_config import get_config
 from xtts_jax.text.tokenizer import EOT_ID, decode, encode
 from xtts_jax.train.checkpoint import export_safetensors
 from xtts_jax.train.lm import LMTask

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from xtts_jax.models.gpt import GPT, PRESETS, get_config, logical_axes
+from xtts_jax.models.gpt import GPT, logical_axes
+
+from xtts_jax.models.gpt_config import PRESETS, get_config
 
 
 def with_weights(cfg, donor):

@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from xtts_jax.models.gpt import GPT, get_config
+from xtts_jax.models.gpt import GPT
+
+from xtts_jax.models.gpt_config import get_config
 from xtts_jax.models.layers import ACTIVATIONS, MLP, MLP_ACTIVATIONS, mlp_hidden_width
 from xtts_jax.train.ablation import check_matched, param_counts
 from xtts_jax.errors import UserError

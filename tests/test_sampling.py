@@ -10,7 +10,8 @@ import pytest
 
 from xtts_jax.errors import UserError
 from xtts_jax.inference.sampling import SamplingConfig, generate
-from xtts_jax.models.gpt import GPT, get_config
+from xtts_jax.models.gpt import GPT
+from xtts_jax.models.gpt_config import get_config
 
 VOCAB = 97
 PROMPTS = [[5, 17, 3, 88, 41, 9, 2], [60], [12, 12, 40, 7]]

@@ -12,7 +12,7 @@ import pytest
 from xtts_jax.inference.sampling import SamplingConfig, generate
 from xtts_jax.inference.tts import random_tts
 from xtts_jax.models.gpt import GPT
-from xtts_jax.models.gpt import get_config as gpt_config
+from xtts_jax.models.gpt_config import get_config as gpt_config
 from xtts_jax.models.tts import get_config, init_from_gpt, logical_axes, tts_loss
 from xtts_jax.models.tts_decoder import TTSDecoder
 

@@ -27,7 +27,7 @@ from xtts_jax.convert.xtts import infer_config, load_xtts_gpt, tortoise_groups  
 from xtts_jax.errors import UserError  # noqa: E402
 from xtts_jax.inference.tts import load_tts  # noqa: E402
 from xtts_jax.models.conditioning import XTTS_MEL, ConditioningConfig  # noqa: E402
-from xtts_jax.models.gpt import GPTConfig  # noqa: E402
+from xtts_jax.models.gpt_config import GPTConfig  # noqa: E402
 from xtts_jax.models.tts import PRESETS, TTSConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

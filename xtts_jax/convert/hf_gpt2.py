@@ -17,9 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from xtts_jax.errors import UserError
-from xtts_jax.models.gpt import GPT, GPTConfig
+from xtts_jax.models.gpt import GPT
 
 # Hugging Face activation_function -> our mlp_activation.
+from xtts_jax.models.gpt_config import GPTConfig
 _HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu",
                    "silu": "silu", "swish": "silu"}
 _OURS_TO_HF = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu"}

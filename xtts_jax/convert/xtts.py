@@ -41,7 +41,7 @@ from xtts_jax.convert import hf_gpt2
 from xtts_jax.convert.torch_io import float32, xtts_state_dict
 from xtts_jax.errors import UserError
 from xtts_jax.models.conditioning import XTTS_MEL, ConditioningConfig
-from xtts_jax.models.gpt import GPTConfig
+from xtts_jax.models.gpt_config import GPTConfig
 from xtts_jax.models.tts import TTS, TTSConfig, coqui_generation
 
 PREFIX = "gpt."

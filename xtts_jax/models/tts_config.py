@@ -8,7 +8,7 @@ import dataclasses
 
 from xtts_jax.errors import UserError
 from xtts_jax.models.conditioning import PRESETS as COND_PRESETS, ConditioningConfig
-from xtts_jax.models.gpt import GPTConfig
+from xtts_jax.models.gpt_config import GPTConfig
 from xtts_jax.text.tokenizer import EOT_ID, VOCAB_SIZE
 
 TOKENIZERS = ("gpt2", "xtts", "phonemes")

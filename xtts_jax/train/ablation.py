@@ -24,7 +24,8 @@ import jax
 import numpy as np
 
 from xtts_jax.errors import UserError
-from xtts_jax.models.gpt import GPT, GPTConfig
+from xtts_jax.models.gpt import GPT
+from xtts_jax.models.gpt_config import GPTConfig
 from xtts_jax.models.layers import MLP_ACTIVATIONS, mlp_hidden_width
 from xtts_jax.train.data import TokenDataset
 from xtts_jax.train.lm import LMTask, VocabMap

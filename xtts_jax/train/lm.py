@@ -19,7 +19,8 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from xtts_jax.errors import UserError
 from xtts_jax.models import gpt as gpt_lib
-from xtts_jax.models.gpt import GPT, GPTConfig
+from xtts_jax.models.gpt import GPT
+from xtts_jax.models.gpt_config import GPTConfig
 from xtts_jax.text.vocab import VocabMap  # noqa: F401  (re-exported: recipes build it from here)
 
 
