@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchlib import timed  # noqa: E402
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
 from xtts_jax.inference.sampling import SamplingConfig, generate_padded, pad_prompts  # noqa: E402
-from xtts_jax.inference.tts import XTTS_SAMPLING, random_tts  # noqa: E402
+from xtts_jax.inference.tts import XTTS_SAMPLING, inference_layout, random_tts  # noqa: E402
 from xtts_jax.models.tts import TTS, get_config  # noqa: E402
 from xtts_jax.models.tts_decoder import TTSDecoder  # noqa: E402
 
@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     else:
         model = eqx.filter_jit(lambda k: TTS(cfg, key=k))(jax.random.key(0))
     n_params = sum(x.size for x in jax.tree.leaves(eqx.filter(model.transformer, eqx.is_array)))
+    model = inference_layout(model)  # as the Synthesizer holds it (layers unstacked on CPU)
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
     print(f"size: {args.size} ({cfg.gpt.n_layer} layers, d {cfg.gpt.n_embd}, {cfg.gpt.n_head} heads, "
           f"{cfg.audio_vocab_size} audio tokens), transformer {n_params / 1e6:.1f}M parameters, "

@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     gpt, torch_decoder, model, our_decoder = build_models(args.size, args.layers)
+    model = P.inference_layout(model)  # as the Synthesizer holds it
     cfg = model.config
     if args.new_tokens > cfg.generation_limit:
         raise UserError(f"--new-tokens {args.new_tokens} exceeds the {cfg.generation_limit} the model generates")

@@ -206,7 +206,8 @@ def test_generation_follows_coqui(xtts, synth, tmp_path):
     from xtts_jax.weights import export_safetensors
 
     old = {k: v for k, v in synth.model.config.to_dict().items() if k not in ("max_new_audio_tokens", "sample_audio_start")}
-    export_safetensors(synth.model, str(tmp_path / "old.safetensors"), {"tts": old, "source": "XTTS-v2 model.pth"})
+    loaded = P.load_tts(xtts["out"] / "tts.safetensors")  # synth.model is in the inference layout
+    export_safetensors(loaded, str(tmp_path / "old.safetensors"), {"tts": old, "source": "XTTS-v2 model.pth"})
     assert P.load_tts(tmp_path / "old.safetensors").config == synth.model.config
     # a stop token that never wins and a start token that sometimes does, in both models
     gpt = copy.deepcopy(xtts["gpt"])

@@ -22,7 +22,7 @@ import numpy as np
 
 from xtts_jax.audio.io import limit_peak
 from xtts_jax.errors import UserError
-from xtts_jax.inference.sampling import SamplingConfig, generate
+from xtts_jax.inference.sampling import SamplingConfig, generate, unstack_layers
 from xtts_jax.inference.vocoder import Vocoder
 from xtts_jax.models.conditioning import condition_from_mels, reference_mels
 from xtts_jax.models.dvae import DVAE
@@ -202,6 +202,14 @@ def _gpt2_ids(sentence: str, cfg: TTSConfig) -> list[int]:
     return ids.tolist()
 
 
+def inference_layout(model: TTS) -> TTS:
+    """``model`` as synthesis holds it: on the CPU backend its layers unstacked once, here, outside
+    every jit (``sampling.unstack_layers``). Inside a jit XLA's CPU backend copies each layer's
+    weights out of the stacked arrays, so every latents pass and every sampling call copied the whole
+    transformer once (1.5 GB at XTTS-v2's size). Other backends keep the stacked layers (and scan)."""
+    return unstack_layers(model) if jax.default_backend() == "cpu" else model
+
+
 @eqx.filter_jit
 def _latents(model: TTS, cond, text, audio):
     return model(cond, text, audio).latents
@@ -245,7 +253,7 @@ def render_dvae_codes(dvae: DVAE, vocoder: Vocoder, codes: Sequence[int], speake
 
 @dataclasses.dataclass
 class Synthesizer:
-    model: TTS
+    model: TTS  # held in the inference layout (``inference_layout``): save the model you loaded, not this one
     vocoder: Vocoder
     dvae: DVAE | None = None
     gap_seconds: float = 0.15  # silence between joined sentences
@@ -254,6 +262,7 @@ class Synthesizer:
     speed: float = 1.0  # > 1 speaks faster: the decoder's input is resampled in time (XTTS-v2's speed)
 
     def __post_init__(self):
+        self.model = inference_layout(self.model)
         if not 0.05 <= self.speed <= 20.0:
             raise UserError(f"speed {self.speed} must lie in [0.05, 20]")
         if self.vocoder.features == "mel" and self.dvae is None:

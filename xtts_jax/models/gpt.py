@@ -15,6 +15,7 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
@@ -204,9 +205,16 @@ class Transformer(eqx.Module):
         """The same transformer with one Block per layer (a tuple) instead of stacked parameters.
         For decode loops: XLA on CPU copies a layer's weights out of the stacked arrays every time
         it slices them (each step of a while loop), which tripled a decode step's memory traffic;
-        sliced once before the loop, each layer's matrices are read in place."""
+        sliced once before the loop, each layer's matrices are read in place. A transformer that is
+        already unstacked is returned as it is."""
+        if isinstance(self.blocks, tuple):
+            return self
         params, static = eqx.partition(self.blocks, eqx.is_array)
-        blocks = tuple(eqx.combine(jax.tree.map(lambda a: a[i], params), static) for i in range(self.config.n_layer))
+
+        def layer(a, i):  # outside a jit through numpy: no indexing program to compile per shape
+            return a[i] if isinstance(a, jax.core.Tracer) else jax.device_put(np.asarray(a)[i])
+
+        blocks = tuple(eqx.combine(jax.tree.map(lambda a: layer(a, i), params), static) for i in range(self.config.n_layer))
         return eqx.tree_at(lambda t: t.blocks, self, blocks)
 
     def empty_cache(self, max_len: int) -> KVCache:
