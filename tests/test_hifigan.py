@@ -80,6 +80,21 @@ def test_transposed_conv_matches_torch(kernel, stride, padding):
         torch.from_numpy(np.array(conv.bias)), stride=stride, padding=padding)[0].numpy()
     assert got.shape == want.shape == (4, (11 - 1) * stride - 2 * padding + kernel)
     np.testing.assert_allclose(got, want, atol=1e-5)
+    # channels last (the generator's layout on CPU): the polyphase product and overlap-add
+    last = np.asarray(conv(jnp.asarray(x.T), channels_last=True))
+    np.testing.assert_allclose(last.T, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,dilation,padding,groups", [(3, 1, 1, 1), (7, 3, 9, 1), (11, 5, 25, 1), (5, 1, 2, 2)])
+def test_conv_channels_last_matches_torch(kernel, dilation, padding, groups):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(1).standard_normal((6, 40)).astype(np.float32)
+    conv = _build(lambda key: Conv1d(6, 4, kernel, padding=padding, dilation=dilation, groups=groups, key=key))
+    want = torch.nn.functional.conv1d(torch.from_numpy(x)[None], torch.from_numpy(np.array(conv.effective_weight())),
+                                      torch.from_numpy(np.array(conv.bias)), padding=padding, dilation=dilation,
+                                      groups=groups)[0].numpy()
+    np.testing.assert_allclose(np.asarray(conv(jnp.asarray(x))), want, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(conv(jnp.asarray(x.T), channels_last=True)).T, want, atol=1e-5)
 
 
 @pytest.mark.parametrize("length", [1, 5, 13])
@@ -122,6 +137,22 @@ def test_fold_weight_norm_keeps_the_function():
     mel = jax.random.normal(jax.random.PRNGKey(2), (8, 9))
     run = eqx.filter_jit(lambda m, x: m(x))
     np.testing.assert_allclose(np.asarray(run(folded, mel)), np.asarray(run(model, mel)), atol=1e-6)
+
+
+def test_generator_channels_last_equals_torch_layout():
+    """The CPU default (channels last, polyphase upsampling) against torch's layout, the GPU path;
+    with XTTS-v2's speaker conditioning and input interpolation at a small width."""
+    cfg = HifiganConfig(in_channels=12, upsample_rates=(4, 2), upsample_kernel_sizes=(8, 5), upsample_initial_channel=16,
+                        resblock_kernel_sizes=(3, 5), resblock_dilation_sizes=((1, 3, 5), (1, 2, 3)), cond_channels=6,
+                        cond_in_each_up_layer=True, input_interpolation=(2.0, 24000 / 22050))
+    for config in (TINY, cfg):
+        model = fold_weight_norm(_build(HifiganGenerator, config))
+        x = jax.random.normal(jax.random.PRNGKey(3), (config.in_channels, 9))
+        g = jax.random.normal(jax.random.PRNGKey(4), (6,)) if config.cond_channels else None
+        run = eqx.filter_jit(lambda m, x, g, last: m(x, g, channels_last=last))
+        a, b = np.asarray(run(model, x, g, True)), np.asarray(run(model, x, g, False))
+        assert a.shape == b.shape and np.abs(b).max() > 1e-3
+        np.testing.assert_allclose(a, b, atol=2e-6)
 
 
 def _torch_discriminators(d: disc.HifiganDiscriminators):

@@ -152,7 +152,12 @@ class Conv1d(eqx.Module):
             return self.weight
         return self.gain * self.weight / _norm(self.weight)
 
-    def __call__(self, x: Float[Array, "c_in time"]) -> Float[Array, "c_out time_out"]:
+    def __call__(self, x: Float[Array, "c_in time"], channels_last: bool = False) -> Float[Array, "c_out time_out"]:
+        """``x`` ``[c_in, time]`` as torch, or ``[time, c_in]`` with ``channels_last`` (then the
+        result is ``[time_out, c_out]``): the layout XLA's CPU backend convolves in, so a network
+        that stays in it pays no transposes around each convolution."""
+        if channels_last:
+            return self._channels_last(x)
         w = self.effective_weight()
         if self.transposed:
             # torch ConvTranspose1d(stride s, padding p) == dilate the input by s, pad k-1-p both
@@ -169,6 +174,34 @@ class Conv1d(eqx.Module):
                 rhs_dilation=(self.dilation,), feature_group_count=self.groups,
                 dimension_numbers=("NCH", "OIH", "NCH"))[0]
         return y if self.bias is None else y + self.bias[:, None]
+
+    def _channels_last(self, x: Float[Array, "time c_in"]) -> Float[Array, "time_out c_out"]:
+        w = self.effective_weight()
+        if self.transposed:
+            y = _transposed_polyphase(x, w, self.stride, self.padding)
+        else:
+            y = jax.lax.conv_general_dilated(
+                x[None], jnp.transpose(w, (2, 1, 0)), window_strides=(self.stride,),
+                padding=[(self.padding, self.padding)], rhs_dilation=(self.dilation,),
+                feature_group_count=self.groups, dimension_numbers=("NWC", "WIO", "NWC"))[0]
+        return y if self.bias is None else y + self.bias
+
+
+def _transposed_polyphase(x: Float[Array, "t c_in"], w: Float[Array, "c_in c_out k"], stride: int,
+                          padding: int) -> Float[Array, "t_out c_out"]:
+    """torch ``ConvTranspose1d`` channels last, without the zeros: input row ``t`` adds ``x[t] @ w[:, :, m]``
+    to output row ``t * stride + m - padding``. One product ``[t, c_in] x [c_in, k * c_out]`` gives
+    every tap; taps ``j * stride + r`` land in block ``t + j`` at row ``r``, so the blocks are summed
+    with shifts (an overlap-add). XLA writes a transposed convolution as a convolution over the
+    input dilated with zeros, which multiplies zeros in ``stride - 1`` of every ``stride`` rows."""
+    c_in, c_out, k = w.shape
+    t = x.shape[0]
+    blocks = -(-k // stride)
+    w = jnp.pad(w, ((0, 0), (0, 0), (0, blocks * stride - k)))  # taps past k are zero
+    z = (x @ jnp.transpose(w, (0, 2, 1)).reshape(c_in, blocks * stride * c_out)).reshape(t, blocks, stride * c_out)
+    y = sum(jnp.pad(z[:, j], ((j, blocks - 1 - j), (0, 0))) for j in range(blocks))
+    y = y.reshape((t + blocks - 1) * stride, c_out)
+    return y[padding: padding + (t - 1) * stride + k - 2 * padding]
 
 
 def _norm(w: Array) -> Array:
@@ -192,9 +225,10 @@ class ResBlock1(eqx.Module):
         self.convs2 = [Conv1d(channels, channels, kernel, padding=_same(kernel, 1), key=k)
                        for k in jax.random.split(k2, len(dilations))]
 
-    def __call__(self, x: Float[Array, "c t"]) -> Float[Array, "c t"]:
+    def __call__(self, x: Float[Array, "c t"], channels_last: bool = False) -> Float[Array, "c t"]:
         for c1, c2 in zip(self.convs1, self.convs2):
-            x = x + c2(jax.nn.leaky_relu(c1(jax.nn.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
+            h = c1(jax.nn.leaky_relu(x, LRELU_SLOPE), channels_last)
+            x = x + c2(jax.nn.leaky_relu(h, LRELU_SLOPE), channels_last)
         return x
 
 
@@ -207,9 +241,9 @@ class ResBlock2(eqx.Module):
         self.convs = [Conv1d(channels, channels, kernel, padding=_same(kernel, d), dilation=d, key=k)
                       for d, k in zip(dilations, jax.random.split(key, len(dilations)))]
 
-    def __call__(self, x: Float[Array, "c t"]) -> Float[Array, "c t"]:
+    def __call__(self, x: Float[Array, "c t"], channels_last: bool = False) -> Float[Array, "c t"]:
         for c in self.convs:
-            x = x + c(jax.nn.leaky_relu(x, LRELU_SLOPE))
+            x = x + c(jax.nn.leaky_relu(x, LRELU_SLOPE), channels_last)
         return x
 
 
@@ -250,26 +284,33 @@ class HifiganGenerator(eqx.Module):
                       if cond and cfg.cond_in_each_up_layer else None)
 
     def __call__(self, features: Float[Array, "in_channels frames"],
-                 speaker: Float[Array, " cond_channels"] | None = None) -> Float[Array, " samples"]:
+                 speaker: Float[Array, " cond_channels"] | None = None,
+                 channels_last: bool | None = None) -> Float[Array, " samples"]:
         cfg = self.config
         x = features
         for factor in cfg.input_interpolation:
             x = interpolate_linear(x, factor)
-        g = None if speaker is None else speaker[:, None]
-        if cfg.cond_channels and g is None:
+        if cfg.cond_channels and speaker is None:
             raise UserError(f"this decoder needs a {cfg.cond_channels}-d speaker embedding.")
-        x = self.conv_pre(x)
+        # By default on CPU the whole network runs channels last ([time, channels]), the layout
+        # XLA's CPU backend convolves in (no transposes around each convolution; bench/bench_conv1d_cpu.py);
+        # elsewhere torch's [channels, time], as before.
+        last = jax.default_backend() == "cpu" if channels_last is None else channels_last
+        if last:
+            x = x.T
+        g = None if speaker is None else (speaker[None, :] if last else speaker[:, None])
+        x = self.conv_pre(x, last)
         if self.cond_layer is not None:
-            x = x + self.cond_layer(g)
+            x = x + self.cond_layer(g, last)
         n = len(cfg.resblock_kernel_sizes)
         for i, up in enumerate(self.ups):
-            x = up(jax.nn.leaky_relu(x, LRELU_SLOPE))
+            x = up(jax.nn.leaky_relu(x, LRELU_SLOPE), last)
             if self.conds is not None:
-                x = x + self.conds[i](g)
+                x = x + self.conds[i](g, last)
             # multi-receptive-field fusion: the mean over this stage's resblocks
-            x = sum(rb(x) for rb in self.resblocks[i * n:(i + 1) * n]) / n
-        x = self.conv_post(jax.nn.leaky_relu(x, 0.01))
-        return jnp.tanh(x[0])
+            x = sum(rb(x, last) for rb in self.resblocks[i * n:(i + 1) * n]) / n
+        x = self.conv_post(jax.nn.leaky_relu(x, 0.01), last)
+        return jnp.tanh(x[:, 0] if last else x[0])
 
 
 def interpolate_linear(x: Float[Array, "c t"], scale: float) -> Float[Array, "c t_out"]:
