@@ -13,7 +13,11 @@ zero. This bench times, at the XTTS-v2 decoder's shapes for ``--seconds`` of 24 
 * ``torch``     ``torch.nn.functional.conv1d`` / ``conv_transpose1d`` (oneDNN), [C, T]
 
 Medians of ``--repeats`` interleaved rounds; the load average printed. Each formulation is checked
-against ``lax NCH`` before it is timed.
+against ``lax NCH`` before it is timed. PyTorch shares the process with JAX here, and each library's
+idle worker threads slow the other's (see ``bench_xtts_cpu.py --side``): read its column as a rough
+guide, and ``bench_xtts_cpu.py --side torch`` for PyTorch's decoder alone. The generator on CPU
+takes ``lax NWC`` and ``polyphase`` (``models/hifigan.py``), the fastest here at every size that
+matters (README, Benchmarks).
 
     python bench/bench_conv1d_cpu.py --seconds 1 --repeats 5
 """
