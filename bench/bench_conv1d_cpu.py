@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
+from xtts_jax.models.hifigan import conv_transpose_polyphase  # noqa: E402
 
 # XTTS-v2's decoder (hifigan.preset("xtts-v2")): 512 channels after conv_pre, upsampling 8, 8, 2, 2
 # with kernels 16, 16, 4, 4; resblocks of kernels 3, 7, 11 with dilations 1, 3, 5; 256 samples a frame.
@@ -90,18 +91,6 @@ def up_nch(x, w, s, pad):  # w [C_in, C_out, K] (torch ConvTranspose1d)
                                         dimension_numbers=("NCH", "OIH", "NCH"))[0]
 
 
-def up_polyphase(x, w2, s, pad, k):
-    """x [T, C_in], w2 [C_in, K * C_out] (tap-major); y[t*s + m - pad] += (x[t] @ W_m) for m < K."""
-    t = x.shape[0]
-    c_out = w2.shape[1] // k
-    z = (x @ w2).reshape(t, k // s, s, c_out)  # tap m = j*s + r lands in block t + j, row r
-    y = jnp.zeros((t + k // s - 1, s, c_out), x.dtype)
-    for j in range(k // s):
-        y = y.at[j: j + t].add(z[:, j])
-    y = y.reshape(-1, c_out)
-    return y[pad: pad + (t - 1) * s + k - 2 * pad]
-
-
 @run_cli
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -134,9 +123,10 @@ def main(argv=None) -> int:
         else:
             w = (rng.standard_normal((c_in, c_out, k)) / np.sqrt(c_in * k)).astype(np.float32)
             pad = (k - d) // 2  # XTTS-v2's upsamplers: padding (k - u) / 2
-            w2 = jnp.asarray(np.transpose(w, (0, 2, 1)).reshape(c_in, k * c_out))  # [C_in, K*C_out], tap-major
             fns["lax NCH"] = (jax.jit(up_nch, static_argnums=(2, 3)), (jnp.asarray(x), jnp.asarray(w), d, pad), False)
-            fns["polyphase"] = (jax.jit(up_polyphase, static_argnums=(2, 3, 4)), (jnp.asarray(x.T), w2, d, pad, k), True)
+            # the generator's own (models/hifigan.py), weights in torch's layout as it holds them
+            fns["polyphase"] = (jax.jit(conv_transpose_polyphase, static_argnums=(2, 3)),
+                                (jnp.asarray(x.T), jnp.asarray(w), d, pad), True)
             tx, tw = torch.from_numpy(x)[None], torch.from_numpy(w)
             fns["torch"] = (lambda: torch.nn.functional.conv_transpose1d(tx, tw, stride=d, padding=pad)[0], (), False)
         ref = None

@@ -178,7 +178,7 @@ class Conv1d(eqx.Module):
     def _channels_last(self, x: Float[Array, "time c_in"]) -> Float[Array, "time_out c_out"]:
         w = self.effective_weight()
         if self.transposed:
-            y = _transposed_polyphase(x, w, self.stride, self.padding)
+            y = conv_transpose_polyphase(x, w, self.stride, self.padding)
         else:
             y = jax.lax.conv_general_dilated(
                 x[None], jnp.transpose(w, (2, 1, 0)), window_strides=(self.stride,),
@@ -187,7 +187,7 @@ class Conv1d(eqx.Module):
         return y if self.bias is None else y + self.bias
 
 
-def _transposed_polyphase(x: Float[Array, "t c_in"], w: Float[Array, "c_in c_out k"], stride: int,
+def conv_transpose_polyphase(x: Float[Array, "t c_in"], w: Float[Array, "c_in c_out k"], stride: int,
                           padding: int) -> Float[Array, "t_out c_out"]:
     """torch ``ConvTranspose1d`` channels last, without the zeros: input row ``t`` adds ``x[t] @ w[:, :, m]``
     to output row ``t * stride + m - padding``. One product ``[t, c_in] x [c_in, k * c_out]`` gives
