@@ -16,8 +16,8 @@ Medians of ``--repeats`` interleaved rounds; the load average printed. Each form
 against ``lax NCH`` before it is timed. PyTorch shares the process with JAX here, and each library's
 idle worker threads slow the other's (see ``bench_xtts_cpu.py --side``): read its column as a rough
 guide, and ``bench_xtts_cpu.py --side torch`` for PyTorch's decoder alone. The generator on CPU
-takes ``lax NWC`` and ``polyphase`` (``models/hifigan.py``), the fastest here at every size that
-matters (README, Benchmarks).
+takes ``lax NWC`` and ``polyphase`` (``models/hifigan.py``), the fastest here summed over the
+decoder's layers (a few single layers favour another form by a little; README, Benchmarks).
 
     python bench/bench_conv1d_cpu.py --seconds 1 --repeats 5
 """

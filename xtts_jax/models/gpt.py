@@ -1,8 +1,8 @@
 """GPT-2 in Equinox: the transformer stack with a KV-cache decode path, and the LM.
 
-Read top to bottom (the config and its presets are in ``gpt_config.py``, imported here): attention, block, ``Transformer`` (stacked
-blocks run under ``lax.scan`` or unrolled, plus the final norm), ``GPT`` (embeddings + transformer +
-head), and ``logical_axes`` (names for sharding). The TTS model reuses ``Transformer`` with its own
+Read top to bottom (the config and its presets are in ``gpt_config.py``): attention, block,
+``Transformer`` (stacked blocks run under ``lax.scan`` or unrolled, plus the final norm), ``GPT``
+(embeddings + transformer + head), and ``logical_axes`` (names for sharding). The TTS model reuses ``Transformer`` with its own
 embeddings and heads. Modules take one unbatched example; callers ``vmap``.
 """
 
