@@ -276,3 +276,35 @@ def test_sampling_flags_become_the_packed_checkpoints_recommendation(run_dir, tm
     with pytest.raises(SystemExit) as e:
         pack(run_dir, tmp_path / "q", "--top-p", 1.5)
     assert e.value.code == 2 and "top_p" in capsys.readouterr().err.replace("top-p", "top_p")
+
+
+def test_pack_ships_the_recogniser_and_synthesis_uses_its_candidates(run_dir, tmp_path, capsys):
+    from xtts_jax.inference.tts import candidates_default
+    from xtts_jax.models import recognizer as rec
+
+    cfg = load_tts(str(run_dir / "tts.safetensors")).config
+    recognizer = rec.CodeRecognizer(rec.RecognizerConfig(num_audio_codes=cfg.num_audio_codes, num_labels=cfg.text_vocab_size,
+                                                         n_embd=8, n_layer=1, kernel_size=3), key=jax.random.key(0))
+    rec.save_recognizer(recognizer, str(tmp_path / "r.safetensors"), {"token_error_rate": 0.5})
+    with pytest.raises(SystemExit) as e:
+        pack(run_dir, tmp_path / "p", "--recognizer", tmp_path / "r.safetensors", "--candidates", 3)
+    assert e.value.code == 0, capsys.readouterr().err
+    shipped = tmp_path / "p" / "recognizer.safetensors"
+    meta = weights.read_safetensors_metadata(shipped)
+    assert meta["storage_dtype"] == "float16" and meta["token_error_rate"] == "0.5"
+    assert candidates_default(tmp_path / "p" / "tts.safetensors") == 3
+    assert rec.load_recognizer(str(shipped)).config == recognizer.config
+    with pytest.raises(SystemExit) as e:  # the packed model samples three candidates a sentence by default
+        synthesize.main(["--checkpoint", str(tmp_path / "p" / "tts.safetensors"), "--speaker", "bo",
+                         "--text", "Hello there.", "--max-new-tokens", "6", "-o", str(tmp_path / "a.wav")])
+    assert e.value.code == 0 and "best of 3 candidates" in capsys.readouterr().err
+    # more candidates than one, and no recogniser to choose: refused in one line, nothing written
+    with pytest.raises(SystemExit) as e:
+        pack(run_dir, tmp_path / "q", "--candidates", 2)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "need a recogniser" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit) as e:
+        synthesize.main(["--checkpoint", str(run_dir / "tts.safetensors"), "--speaker", "bo", "--candidates", "4",
+                         "--text", "Hello there.", "-o", str(tmp_path / "b.wav")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "need a recogniser" in err and not (tmp_path / "b.wav").exists()

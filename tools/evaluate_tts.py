@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 from xtts_jax.assets import TTS_DEMO  # noqa: E402
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
-from xtts_jax.inference.flags import add_sampling_flags, sampling_from_flags  # noqa: E402
+from xtts_jax.inference.flags import add_sampling_flags, candidates_from_flags, sampling_from_flags  # noqa: E402
 
 
 
@@ -108,15 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     if "model" in args.rungs:
         from xtts_jax.inference import tts as pipeline
 
+        from xtts_jax.inference.rerank import recognizer_beside
+
         model = pipeline.load_tts(args.checkpoint)
-        synth = pipeline.Synthesizer(model, vocoder, dvae)
+        candidates = candidates_from_flags(args, args.checkpoint)
+        synth = pipeline.Synthesizer(model, vocoder, dvae, recognizer=recognizer_beside(args.checkpoint) if candidates > 1
+                                     else None, candidates=candidates)
         sampling = sampling_from_flags(args, args.checkpoint, synth.max_new_tokens())
 
     refs = reference_embeddings(items, embedder)
     report = {"manifest": str(args.manifest), "utterances": len(items), "speakers": sorted({it.speaker for it in items}),
               "asr": Whisper.name, "embedder": SpeakerEmbedder.name, "seed": args.seed, "skipped": skipped,
               "checkpoint": args.checkpoint, "vocoder": args.vocoder, "conditioning": args.conditioning,
-              "sampling": dataclasses.asdict(sampling) if sampling else None, "rungs": {}}
+              "sampling": dataclasses.asdict(sampling) if sampling else None,
+              "candidates": synth.candidates if synth else None, "rungs": {}}
     for rung in args.rungs:
         t0 = time.perf_counter()
         if rung == "recording":

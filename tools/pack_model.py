@@ -6,8 +6,9 @@
 
 writes OUT/tts.safetensors (every metadata key of the checkpoint kept), OUT/dvae.safetensors (the
 decoder and codebook vectors: enough to render audio tokens, not to encode audio) and
-OUT/speakers/NAME.npy (float32, checked against the model), and prints their sizes.
-tools/synthesize.py finds the DVAE and the voices beside the checkpoint.
+OUT/speakers/NAME.npy (float32, checked against the model), with ``--recognizer`` the code
+recogniser that picks the best of ``--candidates`` (OUT/recognizer.safetensors), and prints their
+sizes. tools/synthesize.py finds the DVAE, the recogniser and the voices beside the checkpoint.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dvae", required=True, help="the DVAE the model's audio tokens come from")
     ap.add_argument("--speakers", required=True, help="a folder of speaker embeddings, NAME.npy")
     ap.add_argument("--out", required=True, help="the folder to write")
+    ap.add_argument("--recognizer", help="recognizer.safetensors from recipes/train_recognizer.py: shipped beside "
+                    "the model, it lets synthesis keep the best of --candidates sampled sentences")
     ap.add_argument("--dtype", default="float16", choices=STORAGE_DTYPES, help="how the weights are stored")
     add_sampling_flags(ap)  # given ones become the checkpoint's recommended sampling (chosen on held-out data)
     args = ap.parse_args(argv)
@@ -59,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
-    written = [out / "tts.safetensors", out / "dvae.safetensors", out / "speakers"]
-    if {Path(p).resolve() for p in (args.tts, args.dvae, args.speakers)} & {p.resolve() for p in written}:
+    written = [out / "tts.safetensors", out / "dvae.safetensors", out / "speakers", out / "recognizer.safetensors"]
+    inputs = [p for p in (args.tts, args.dvae, args.speakers, args.recognizer) if p]
+    if {Path(p).resolve() for p in inputs} & {p.resolve() for p in written}:
         raise UserError(f"--out {out} would overwrite the model being packed; pack into another folder")
     model = load_tts(args.tts)
     dvae = load_dvae(args.dvae)
@@ -68,9 +72,20 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"the TTS {args.tts} predicts {model.config.num_audio_codes} audio codes, "
                         f"the DVAE {args.dvae} has {dvae.cfg.num_tokens}; pass the DVAE it was trained with")
     speakers = voices(Path(args.speakers), model.config.speaker_width)
+    recognizer = None
+    if args.recognizer:
+        from xtts_jax.inference.rerank import Reranker
+        from xtts_jax.models.recognizer import load_recognizer
+
+        recognizer = load_recognizer(args.recognizer)
+        Reranker(recognizer, model.config)  # it must read this model's codes and text tokens
+    if args.candidates is not None:
+        from xtts_jax.inference.rerank import check_candidates
+
+        check_candidates(args.candidates, recognizer)
 
     meta = read_safetensors_metadata(args.tts, "TTS checkpoint")
-    chosen = {k: getattr(args, k) for k in FIELDS if getattr(args, k) is not None}
+    chosen = {k: getattr(args, k) for k in (*FIELDS, "candidates") if getattr(args, k) is not None}
     if chosen:
         import json
 
@@ -78,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         from xtts_jax.inference.tts import sampling_defaults
 
         sampling = {**sampling_defaults(args.tts), **chosen}
-        SamplingConfig(**sampling)  # validates, with one-line errors
+        SamplingConfig(**{k: v for k, v in sampling.items() if k != "candidates"})  # validates, with one-line errors
         meta["sampling"] = json.dumps(sampling)
         print(f"recommended sampling: {meta['sampling']}")
     export_safetensors(model, written[0], meta, args.dtype)
@@ -88,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(p, written[2] / p.name)
 
     files = written[:2] + [written[2] / p.name for p in speakers]
+    if recognizer is not None:
+        from xtts_jax.models.recognizer import save_recognizer
+
+        save_recognizer(recognizer, str(written[3]), {k: v for k, v in read_safetensors_metadata(args.recognizer).items()
+                                                      if k != "recognizer"}, dtype=args.dtype)
+        files.append(written[3])
     for f in files:
         print(f"{f.relative_to(out)!s:<32} {f.stat().st_size / 1e6:8.3f} MB")
     print(f"{'total':<32} {sum(f.stat().st_size for f in files) / 1e6:8.3f} MB ({args.dtype}) in {out}")

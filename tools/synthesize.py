@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 from xtts_jax.assets import TTS_DEMO  # noqa: E402
 from xtts_jax.errors import UserError, run_cli  # noqa: E402
-from xtts_jax.inference.flags import add_sampling_flags, sampling_from_flags  # noqa: E402
+from xtts_jax.inference.flags import add_sampling_flags, candidates_from_flags, sampling_from_flags  # noqa: E402
 
 
 def speaker_path(arg: str, checkpoint: str) -> str:
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--batch-size {args.batch_size} must be >= 1")
     # the checkpoint's first reader: a missing, folder or broken file is one line here
     sampling = sampling_from_flags(args, args.checkpoint, args.max_new_tokens or 1)
+    candidates = candidates_from_flags(args, args.checkpoint)
 
     import jax
 
@@ -152,14 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         vocoder = load_vocoder(source)
     decoder_emb = decoder_speaker(args, speaker_file, args.checkpoint, vocoder, model)
-    synth = pipeline.Synthesizer(model, vocoder, dvae, tokenizer=tokenizer, language=args.language, speed=args.speed)
+    from xtts_jax.inference.rerank import recognizer_beside
+
+    recognizer = recognizer_beside(args.checkpoint) if candidates > 1 else None
+    synth = pipeline.Synthesizer(model, vocoder, dvae, tokenizer=tokenizer, language=args.language, speed=args.speed,
+                                 recognizer=recognizer, candidates=candidates)
     if args.max_new_tokens is None:
         import dataclasses
 
         sampling = dataclasses.replace(sampling, max_new_tokens=synth.max_new_tokens())
 
     n = len(synth.sentences(text))
-    print(f"synthesizing {n} sentence{'s' * (n != 1)} with {vocoder.backend}...", file=sys.stderr)
+    best = f", the best of {candidates} candidates each" if candidates > 1 else ""
+    print(f"synthesizing {n} sentence{'s' * (n != 1)}{best} with {vocoder.backend}...", file=sys.stderr)
     t0 = time.perf_counter()
     (wave,) = synth.synthesize([text], [cond], jax.random.key(args.seed), sampling, args.batch_size,
                                speaker=decoder_emb, progress=lambda msg: print(msg, file=sys.stderr, flush=True))

@@ -22,10 +22,12 @@ import numpy as np
 
 from xtts_jax.audio.io import limit_peak
 from xtts_jax.errors import UserError
+from xtts_jax.inference.rerank import Reranker, check_candidates
 from xtts_jax.inference.sampling import SamplingConfig, generate, unstack_layers
 from xtts_jax.inference.vocoder import Vocoder
 from xtts_jax.models.conditioning import condition_from_mels, reference_mels
 from xtts_jax.models.dvae import DVAE
+from xtts_jax.models.recognizer import CodeRecognizer
 from xtts_jax.models.tts import TTS, TTSConfig, load_tts, save_tts  # noqa: F401 (the pipeline's loaders)
 from xtts_jax.models.tts_decoder import TTSDecoder
 from xtts_jax.text import phonemes, tokenizer
@@ -36,9 +38,8 @@ SILENT = 1e-4  # a rendered sentence whose peak stays below this (-80 dBFS) is r
 XTTS_SAMPLING = dict(temperature=0.75, top_k=50, top_p=0.85, repetition_penalty=10.0, penalize_prompt=False)
 
 
-def sampling_defaults(path: str | Path) -> dict:
-    """The sampling settings a checkpoint recommends (metadata key ``sampling``, written by whoever
-    tuned them on held-out intelligibility), else XTTS-v2's."""
+def _saved_sampling(path: str | Path) -> dict:
+    """The checkpoint's metadata key ``sampling`` as a dict (``{}`` when it has none)."""
     import json
 
     from xtts_jax.weights import read_safetensors_metadata
@@ -50,11 +51,25 @@ def sampling_defaults(path: str | Path) -> dict:
         saved = None
     if not isinstance(saved, dict):
         raise UserError(f"{path} has unreadable sampling settings in its metadata (key 'sampling')")
+    return saved
+
+
+def sampling_defaults(path: str | Path) -> dict:
+    """The sampling settings a checkpoint recommends (metadata key ``sampling``, written by whoever
+    tuned them on held-out intelligibility), else XTTS-v2's."""
     allowed = {"temperature", "top_k", "top_p", "repetition_penalty", "seen_tokens"}
-    chosen = {k: v for k, v in saved.items() if k in allowed}
+    chosen = {k: v for k, v in _saved_sampling(path).items() if k in allowed}
     if "seen_tokens" in chosen:
         chosen["seen_tokens"] = tuple(int(t) for t in chosen["seen_tokens"])
     return {**XTTS_SAMPLING, **chosen}
+
+
+def candidates_default(path: str | Path) -> int:
+    """Candidates per sentence the checkpoint recommends (``sampling.candidates``), else 1."""
+    n = _saved_sampling(path).get("candidates", 1)
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise UserError(f"{path} recommends {n!r} candidates in its metadata; that is not a whole number")
+    return n
 
 
 def random_tts(cfg: TTSConfig, seed: int = 0, std: float = 0.02) -> TTS:
@@ -260,9 +275,13 @@ class Synthesizer:
     tokenizer: object = None  # an XttsTokenizer for models with cfg.tokenizer == "xtts"
     language: str = "en"  # the language tag XTTS-v2 tokenizers put before the text
     speed: float = 1.0  # > 1 speaks faster: the decoder's input is resampled in time (XTTS-v2's speed)
+    recognizer: CodeRecognizer | None = None  # reads codes back to text tokens (models/recognizer.py)
+    candidates: int = 1  # code sequences sampled per sentence; the recogniser keeps the best (inference/rerank.py)
 
     def __post_init__(self):
         self.model = inference_layout(self.model)
+        check_candidates(self.candidates, self.recognizer)
+        self._reranker = Reranker(self.recognizer, self.model.config) if self.recognizer is not None else None
         if not 0.05 <= self.speed <= 20.0:
             raise UserError(f"speed {self.speed} must lie in [0.05, 20]")
         if self.vocoder.features == "mel" and self.dvae is None:
@@ -295,7 +314,17 @@ class Synthesizer:
     def codes(self, rows: Sequence[list[int]], conds: Sequence[np.ndarray], key, sampling: SamplingConfig) -> list[list[int]]:
         """Audio codes for text-token rows, row i conditioned on ``conds[i]`` ``[K_i, C]``; one batch.
         The stop token is left out; the start token appears only where the config lets the sampler
-        draw it (``sample_audio_start``, as coqui's XTTS-v2), and then stays for the latents pass."""
+        draw it (``sample_audio_start``, as coqui's XTTS-v2), and then stays for the latents pass.
+        With ``candidates`` n > 1 each row is sampled n times in the same batch and the recogniser
+        keeps the candidate it reads best."""
+        n = self.candidates
+        if n == 1:
+            return self._sample(rows, conds, key, sampling)
+        drawn = self._sample([r for r in rows for _ in range(n)], [c for c in conds for _ in range(n)], key, sampling)
+        per_row = [drawn[i * n:(i + 1) * n] for i in range(len(rows))]
+        return [cs[k] for cs, k in zip(per_row, self._reranker.choose(per_row, rows))]
+
+    def _sample(self, rows: Sequence[list[int]], conds: Sequence[np.ndarray], key, sampling: SamplingConfig) -> list[list[int]]:
         cfg = self.model.config
         table = np.concatenate(conds)
         dec = TTSDecoder(self.model, jnp.asarray(table))
