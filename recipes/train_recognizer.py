@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ter = token_error_rate(model, *held)
     path = Path(args.out) / "recognizer.safetensors"
     rec.save_recognizer(model, str(path), {"val_loss": result.get("val_loss"), "token_error_rate": ter,
-                                           "steps": args.steps, "labels_of": str(args.tts)})
+                                           "steps": args.steps, "text_tokenizer": tts_cfg.tokenizer})
     print(f"held-out CTC loss per label {result.get('val_loss')}, token error rate {ter:.3f}; wrote {path}")
     return 0
 

@@ -12,12 +12,12 @@
 # generator about 1.75 s a step on the first corpus (2,600 steps: 76 min), 1.9-2.0 s on two
 # (3,000 steps: 100 min) and on three (2,300 steps: 80 min), CTC aid 17 min, alignment 25 min, the
 # text pointer 2.2 s a step in float32 (1,400 steps: 51 min, then 2,100 more: 77 min), then 4,000 more
-# in bfloat16 at 1.1-1.3 s a step (about 80 min), evaluation 15 min: about 11 hours in all with the
+# in bfloat16 at 1.1-1.3 s a step (about 80 min), the code recogniser 4 min, evaluation 20 min: about 11 hours in all with the
 # shipped step counts in float32, about 7.5 with the generator stages in bfloat16 (a CPU with
 # AVX512-BF16/AMX), over the 3-hour budget (the words need the steps).
 #
 #     bash recipes/tts_demo.sh [OUT] [STEPS_FIRST] [STEPS_BOTH] [STEPS_ALL] [STEPS_POINTER] [STEPS_POINTER2] [STEPS_POINTER3]
-#     # defaults: runs/tts_demo 2600 3000 2300 1400 2100 4000
+#     # defaults: runs/tts_demo 2600 3000 2300 1400 2100 4000; CANDIDATES=4 (sampled per sentence, best kept)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/tts_demo}
@@ -27,6 +27,7 @@ STEPS_ALL=${4:-2300}
 STEPS_POINTER=${5:-1400}
 STEPS_POINTER2=${6:-2100}
 STEPS_POINTER3=${7:-4000}
+CANDIDATES=${CANDIDATES:-4}
 BROAD=$OUT/broad
 BROAD2=$OUT/broad2
 INIT=()
@@ -107,11 +108,16 @@ $PY recipes/train_tts.py "${DTYPE[@]}" --tokens "$ALL" --eval-tokens "$HELD" --i
 $PY recipes/train_tts.py "${DTYPE[@]}" --tokens "$ALL" --eval-tokens "$HELD" --init "$OUT/tts_pointer2/tts.safetensors" \
     --text-pointer --steps "$STEPS_POINTER3" --batch-size 32 --lr 3e-4 --warmup-steps 50 --eval-every 500 \
     --sample-every 0 --ckpt-every 500 --seed 2 --out "$OUT/tts_pointer3"
-# 6. the package: 16-bit generator, decoder-only DVAE, 1024-d voices
+# 6. the code recogniser that keeps the best of CANDIDATES sampled sentences (models/recognizer.py):
+#    CTC from the corpora's real codes to the generator's phonemes (64 wide, 4 blocks: 0.35 MB in
+#    float16; 4 min)
+$PY recipes/train_recognizer.py --tokens "$ALL" --eval-tokens "$HELD" --tts "$OUT/tts_pointer3/tts.safetensors" \
+    --n-embd 64 --n-layer 4 --steps 2000 --out "$OUT/recognizer"
+# 7. the package: 16-bit generator, decoder-only DVAE, recogniser, 1024-d voices
 $PY tools/pack_model.py --tts "$OUT/tts_pointer3/tts.safetensors" --dvae "$OUT/tts_pointer3/dvae.safetensors" \
-    --speakers "$OUT/tts_pointer3/speakers" --out "$OUT/package" \
-    --temperature 0.3 --top-k 50 --top-p 0.85 --repetition-penalty 1  # chosen on the corpus's held-out split
-# 7. evaluation: the 48 held-out everyday sentences in the four voices, in festival's kal (the same
+    --speakers "$OUT/tts_pointer3/speakers" --recognizer "$OUT/recognizer/recognizer.safetensors" --out "$OUT/package" \
+    --temperature 0.3 --top-k 50 --top-p 0.85 --repetition-penalty 1 --candidates "$CANDIDATES"  # chosen on held-out data
+# 8. evaluation: the 48 held-out everyday sentences in the four voices, in festival's kal (the same
 #    recorded speaker as flite's kal, another engine) and in two espeak-ng voices of other speakers,
 #    never trained on (each cloned from a clip); every rung from the recordings to the model
 $PY recipes/make_speech_corpus.py --out "$OUT/heldout" --text xtts_jax/eval/heldout_sentences.txt \

@@ -28,9 +28,13 @@ def card() -> dict:
 
 @pytest.fixture(scope="module")
 def synth():
+    """As tools/synthesize.py builds it: the shipped recogniser keeps the best of the checkpoint's candidates."""
+    from xtts_jax.inference.rerank import recognizer_beside
+
     model = P.load_tts(DEMO / "tts.safetensors")
     dvae = load_dvae(str(DEMO / "dvae.safetensors"))
-    return P.Synthesizer(model, Vocoder.griffin_lim(dvae.cfg.mel), dvae)
+    return P.Synthesizer(model, Vocoder.griffin_lim(dvae.cfg.mel), dvae, recognizer=recognizer_beside(TTS_DEMO),
+                         candidates=P.candidates_default(TTS_DEMO))
 
 
 def test_demo_is_small_and_complete(card, synth):
@@ -47,6 +51,7 @@ def test_demo_is_small_and_complete(card, synth):
     for text in [*card["heldout_sentences"], "On 12/05 Dr. Zyxqwv paid $3.50 for a CAFÉ au lait at 9:30am!"]:
         assert len(P.text_tokens(text, synth.model.config)) > 2
     assert synth.model.config.tokenizer == "phonemes"
+    assert synth.candidates > 1 and synth.recognizer is not None  # best of N, as the model card reports
 
 
 def test_default_model_takes_1024d_speaker_vectors(synth, tmp_path):

@@ -411,7 +411,8 @@ class Synthesizer:
 
     def stream(self, text: str, cond: np.ndarray, key, sampling: SamplingConfig, chunk_tokens: int = 16,
                speaker: np.ndarray | None = None, context_tokens: int = 8) -> Iterator[np.ndarray]:
-        """Audio pieces of one text as it is generated (``inference/streaming.py``'s :func:`stream_audio`)."""
+        """Audio pieces of one text as it is generated (``inference/streaming.py``'s :func:`stream_audio`).
+        One candidate per sentence: audio that is already playing cannot wait for the others."""
         from xtts_jax.inference.streaming import stream_audio  # streaming builds on this module
 
         return stream_audio(self, text, cond, key, sampling, chunk_tokens, speaker, context_tokens)
