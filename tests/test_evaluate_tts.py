@@ -67,6 +67,10 @@ def test_evaluate_tts_skips_bad_rows_and_tells_voices_apart(corpus, tmp_path):
     assert (tmp_path / "out" / "report.png").stat().st_size > 1000
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| recording |" in md and "Skipped 4 manifest rows" in md
+    assert report["candidates"] is None and "candidates" not in md  # no model rung: nothing sampled
+    from xtts_jax.eval.report import markdown
+
+    assert "keeps the best of 4 sampled candidates" in markdown({**report, "candidates": 4})
 
     rec = report["rungs"]["recording"]
     for r in rec["records"]:  # each clip is nearer to another clip of its own voice than to the other voice

@@ -14,7 +14,9 @@ def markdown(report: dict) -> str:
     """Rungs side by side: one table over all utterances, one per voice, the timing, the skips."""
     rungs = list(report["rungs"])
     lines = [f"Evaluation of `{report['manifest']}`: {report['utterances']} utterances, "
-             f"{len(report['speakers'])} voices; recogniser {report['asr']}; speaker embedding {report['embedder']}.", "",
+             f"{len(report['speakers'])} voices; recogniser {report['asr']}; speaker embedding {report['embedder']}"
+             + (f"; the model keeps the best of {report['candidates']} sampled candidates" if (report.get("candidates") or 1) > 1
+                else "") + ".", "",
              "| rung | WER | CER | similarity to reference | to other voices | nearest voice right | failed |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for rung in rungs:
