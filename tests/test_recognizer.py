@@ -171,3 +171,20 @@ def test_bad_candidates_and_recognisers_are_one_line_errors():
         Reranker(random_recognizer(5), PHONEME_CFG)
     with pytest.raises(UserError, match="kernel_size"):
         rec.RecognizerConfig(kernel_size=4)
+
+
+@pytest.mark.parametrize("case", ["missing tokens", "missing tts", "even kernel"])
+def test_recipe_bad_input_is_one_line_exit_2(trained, tmp_path, capsys, case):
+    d, _ = trained
+    args = {"--tokens": str(d / "train"), "--tts": str(d / "tts.safetensors"), "--steps": "1", "--out": str(tmp_path / "r")}
+    if case == "missing tokens":
+        args["--tokens"], want = str(tmp_path / "none"), "do not exist"
+    elif case == "missing tts":
+        args["--tts"], want = str(tmp_path / "none.safetensors"), "does not exist"
+    else:
+        args["--kernel-size"], want = "4", "kernel_size must be odd"
+    with pytest.raises(SystemExit) as e:
+        train_recognizer.main([x for kv in args.items() for x in kv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and want in err, err
+    assert not (tmp_path / "r").exists()
