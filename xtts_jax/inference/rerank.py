@@ -49,6 +49,11 @@ class Reranker:
         self.model = recognizer
         self.spoken = spoken_tokens(tts_cfg)
         self._score = jax.jit(rec.ctc_per_label)
+        # one width for every sentence (the model's positions, in powers of two): one compiled program
+        # per batch size, so a warm process never compiles again for a longer sentence (a compile costs
+        # about 0.6 s on 2 cores; scoring 4 rows at these widths about 17 ms)
+        self.code_width = _power_of_two(tts_cfg.audio_positions, 64)
+        self.label_width = _power_of_two(tts_cfg.text_positions, 32)
 
     def labels(self, row: Sequence[int]) -> list[int]:
         return [t for t in row if self.spoken[t]]
@@ -57,9 +62,8 @@ class Reranker:
         """CTC loss per label of each code sequence against its text row (inf for no codes, or a
         row with no spoken token: nothing to read)."""
         labels = [self.labels(r) for r in rows]
-        # widths in powers of two: a handful of compiled shapes (about 0.6 s each on 2 cores) for any text
-        c, c_len = rec.pad_rows([list(x) for x in codes], _power_of_two(max(map(len, codes), default=1), 64))
-        lab, lab_len = rec.pad_rows(labels, _power_of_two(max(map(len, labels), default=1), 32))
+        c, c_len = rec.pad_rows([list(x) for x in codes], self.code_width)
+        lab, lab_len = rec.pad_rows(labels, self.label_width)
         s = np.asarray(self._score(self.model, jnp.asarray(c), jnp.asarray(c_len), jnp.asarray(lab), jnp.asarray(lab_len)))
         return np.where((c_len > 0) & (lab_len > 0), s, np.inf)
 
