@@ -57,7 +57,7 @@ def warm(checkpoint: str, speaker: str, text: str, repeats: int, candidates: int
     flags = argparse.Namespace(temperature=None, top_k=None, top_p=None, repetition_penalty=None, candidates=candidates)
     n = candidates_from_flags(flags, checkpoint)
     synth = pipeline.Synthesizer(model, Vocoder.griffin_lim(dvae.cfg.mel), dvae,
-                                 recognizer=recognizer_beside(checkpoint) if n > 1 else None, candidates=n)
+                                 recognizer=recognizer_beside(checkpoint, n), candidates=n)
     path = speaker if speaker.endswith(".npy") else str(Path(checkpoint).with_name("speakers") / f"{speaker}.npy")
     cond = pipeline.load_speaker_embedding(path, model.config.speaker_width)
     sampling = sampling_from_flags(flags, checkpoint, synth.max_new_tokens())

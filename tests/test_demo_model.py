@@ -33,8 +33,9 @@ def synth():
 
     model = P.load_tts(DEMO / "tts.safetensors")
     dvae = load_dvae(str(DEMO / "dvae.safetensors"))
-    return P.Synthesizer(model, Vocoder.griffin_lim(dvae.cfg.mel), dvae, recognizer=recognizer_beside(TTS_DEMO),
-                         candidates=P.candidates_default(TTS_DEMO))
+    n = P.candidates_default(TTS_DEMO)
+    return P.Synthesizer(model, Vocoder.griffin_lim(dvae.cfg.mel), dvae, recognizer=recognizer_beside(TTS_DEMO, n),
+                         candidates=n)
 
 
 def test_demo_is_small_and_complete(card, synth):

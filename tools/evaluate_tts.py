@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
 
         model = pipeline.load_tts(args.checkpoint)
         candidates = candidates_from_flags(args, args.checkpoint)
-        synth = pipeline.Synthesizer(model, vocoder, dvae, recognizer=recognizer_beside(args.checkpoint) if candidates > 1
-                                     else None, candidates=candidates)
+        synth = pipeline.Synthesizer(model, vocoder, dvae, recognizer=recognizer_beside(args.checkpoint, candidates),
+                                     candidates=candidates)
         sampling = sampling_from_flags(args, args.checkpoint, synth.max_new_tokens())
 
     refs = reference_embeddings(items, embedder)

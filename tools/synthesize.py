@@ -155,9 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     decoder_emb = decoder_speaker(args, speaker_file, args.checkpoint, vocoder, model)
     from xtts_jax.inference.rerank import recognizer_beside
 
-    recognizer = recognizer_beside(args.checkpoint) if candidates > 1 else None
     synth = pipeline.Synthesizer(model, vocoder, dvae, tokenizer=tokenizer, language=args.language, speed=args.speed,
-                                 recognizer=recognizer, candidates=candidates)
+                                 recognizer=recognizer_beside(args.checkpoint, candidates), candidates=candidates)
     if args.max_new_tokens is None:
         import dataclasses
 

@@ -32,10 +32,11 @@ def check_candidates(n: int, recognizer: rec.CodeRecognizer | None) -> int:
     return n
 
 
-def recognizer_beside(checkpoint: str | Path) -> rec.CodeRecognizer | None:
-    """The recogniser shipped beside a checkpoint, or None when there is none."""
+def recognizer_beside(checkpoint: str | Path, candidates: int) -> rec.CodeRecognizer | None:
+    """The recogniser shipped beside a checkpoint when ``candidates`` > 1 need one (None when there
+    is none, or one candidate needs no choosing)."""
     path = Path(checkpoint).with_name(RECOGNIZER_FILE)
-    return rec.load_recognizer(str(path)) if path.is_file() else None
+    return rec.load_recognizer(str(path)) if candidates > 1 and path.is_file() else None
 
 
 class Reranker:
