@@ -106,7 +106,7 @@ class Vocoder:
 
 def load_generator_safetensors(path: str | Path) -> tuple[HifiganGenerator, MelConfig | None]:
     """A generator exported by ``recipes/train_hifigan.py`` (its config in the file's metadata)."""
-    from xtts_jax.train.checkpoint import load_safetensors, read_safetensors_metadata
+    from xtts_jax.weights import load_safetensors, read_safetensors_metadata
 
     path = str(path)
     if not Path(path).is_file():
