@@ -63,6 +63,11 @@ def load_utterances(stems: list[str], tts_cfg, limit: int | None = None) -> tupl
     return codes_out, labels_out
 
 
+def _round16(n: int) -> int:
+    """``n`` rounded up to a multiple of 16: few padded widths, so few compiled step programs."""
+    return -(-n // 16) * 16
+
+
 class Batches:
     """Rows for a step, pure in (seed, step): one of ``buckets`` length buckets drawn uniformly,
     codes padded to the bucket's longest (a multiple of 16), labels to ``label_width``."""
@@ -71,7 +76,7 @@ class Batches:
         self.codes, self.labels, self.batch_size, self.seed, self.label_width = codes, labels, batch_size, seed, label_width
         order = np.argsort([len(c) for c in codes], kind="stable")
         self.buckets = [b for b in np.array_split(order, max(1, min(buckets, len(order) // batch_size))) if len(b)]
-        self.widths = [-(-max(len(codes[i]) for i in b) // 16) * 16 for b in self.buckets]
+        self.widths = [_round16(max(len(codes[i]) for i in b)) for b in self.buckets]
 
     def __call__(self, step: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, step])
@@ -114,7 +119,7 @@ def token_error_rate(model: rec.CodeRecognizer, codes, labels, batch_size: int =
     forward = jax.jit(jax.vmap(model))
     refs, hyps = [], []
     for b in range(0, len(codes), batch_size):
-        c, n = rec.pad_rows(codes[b:b + batch_size], -(-max(map(len, codes[b:b + batch_size])) // 16) * 16)
+        c, n = rec.pad_rows(codes[b:b + batch_size], _round16(max(map(len, codes[b:b + batch_size]))))
         logp = np.asarray(forward(jnp.asarray(c), jnp.asarray(n)))
         for row, length, ref in zip(logp, n, labels[b:b + batch_size]):
             refs.append(" ".join(map(str, ref)))
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                                n_embd=args.n_embd, n_layer=args.n_layer, kernel_size=args.kernel_size)
     train = load_utterances(stems, tts_cfg, args.max_utterances)
     held = load_utterances(eval_stems, tts_cfg)
-    label_width = -(-max(map(len, train[1] + held[1])) // 16) * 16
+    label_width = _round16(max(map(len, train[1] + held[1])))
     print(f"{len(train[0])} training and {len(held[0])} held-out utterances; labels <= {label_width}")
 
     task = RecognizerTask(cfg, label_width)
