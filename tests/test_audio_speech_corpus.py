@@ -65,6 +65,12 @@ def test_engine_commands_pass_text_through_a_file(tmp_path):
     assert cmd[:3] == ["espeak-ng", "-v", "en-us+f5"] and cmd[-4:] == ["-f", str(txt), "-w", str(wav)]
     # en-gb+VARIANT would silently drop the variant; no built-in voice may use it
     assert not any(v.voice.startswith("en-gb+") for v in corpus.VOICES)
+    # every built-in voice is its own speaker: no two share an id or an engine invocation
+    assert len({v.speaker for v in corpus.VOICES}) == len(corpus.VOICES)
+    assert len({(v.engine, v.voice, v.args) for v in corpus.VOICES}) == len(corpus.VOICES)
+    # the held-out espeak-ng voices keep their variants out of training: no other voice uses m7 or f2
+    held = [v for v in corpus.VOICES if v.speaker in ("espeak_us_m7", "espeak_rp_f2")]
+    assert not any(v.voice.split("+")[-1] in ("m7", "f2") for v in corpus.VOICES if v not in held)
 
 
 def test_cli_rejects_unknown_voice(tmp_path, capsys):

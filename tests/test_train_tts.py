@@ -195,6 +195,16 @@ def test_several_token_stems_train_as_one_corpus(corpus, tmp_path, capsys):
     assert f"{2 * len(one.text)} training and" in capsys.readouterr().out
 
     info = json.loads((second / "train.json").read_text())
+    # a byte-identical copy of the DVAE is the same DVAE; a different file is not
+    copy = tmp_path / "copy" / "dvae.safetensors"
+    copy.parent.mkdir()
+    copy.write_bytes((corpus / "dvae.safetensors").read_bytes())
+    (second / "train.json").write_text(json.dumps({**info, "dvae_path": str(copy)}))
+    assert train_tts.token_dvae(stems) in (str(copy), str(corpus / "dvae.safetensors"))
+    data = copy.read_bytes()
+    copy.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(UserError, match="different DVAEs"):
+        train_tts.token_dvae(stems)
     (second / "train.json").write_text(json.dumps({**info, "dvae_path": str(tmp_path / "other.safetensors")}))
     with pytest.raises(UserError, match="different DVAEs"):
         train_tts.token_dvae(stems)

@@ -9,6 +9,7 @@ text-pointer model's rows carry the text index each audio position reads (``mode
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -97,13 +98,28 @@ def load_splits(stems: list[str], cfg: tts_lib.TTSConfig, ref_frames: int, limit
 
 
 def token_dvae(stems: list[str]) -> str | None:
-    """The DVAE that encoded the token files (STEM.json's ``dvae_path``); all stems must name the same one."""
+    """The DVAE that encoded the token files (STEM.json's ``dvae_path``); all stems must name the same one.
+
+    Two paths name the same DVAE when their files hold the same bytes (a copy beside a run), so token
+    files encoded through a copy mix with the originals; otherwise the paths themselves must agree.
+    """
     paths = {json.loads(Path(s + ".json").read_text()).get("dvae_path") if Path(s + ".json").is_file() else None
              for s in stems}
-    if len(paths) > 1:
+    if len(paths) > 1 and len({_file_identity(p) for p in paths}) > 1:
         raise UserError(f"the token files {', '.join(stems)} were encoded by different DVAEs "
                         f"({', '.join(sorted(str(p) for p in paths))}); their codes do not mix")
-    return paths.pop()
+    return sorted(paths, key=str)[0]
+
+
+def _file_identity(path: str | None) -> str | None:
+    """The sha256 of the file at ``path`` when it exists, else the path itself."""
+    if path is None or not Path(path).is_file():
+        return path
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def corpus_text_ids(stem: str, limit: int | None) -> set[int]:
