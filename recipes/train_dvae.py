@@ -82,24 +82,38 @@ class DVAETask:
         return new, metrics
 
 
-def load_splits(data: Path, eval_data: Path | None, seed: int) -> tuple[list, list]:
-    """Training and held-out utterances: a corpus folder's ``train.jsonl`` / ``eval.jsonl``, or
-    any dataset (LJSpeech, LibriTTS, VCTK, a manifest) with a seeded 2% held out of it."""
-    if data.is_dir() and (data / "train.jsonl").is_file():
-        train, _ = load_dataset(data / "train.jsonl")
-        eval_data = eval_data or data / "eval.jsonl"
-    else:
-        train, _ = load_dataset(data)
+def data_sources(data: str | Path) -> list[Path]:
+    """The comma-separated sources of ``--data`` (corpus folders, manifests, dataset folders)."""
+    sources = [Path(part.strip()) for part in str(data).split(",") if part.strip()]
+    if not sources:
+        raise UserError(f"--data {str(data)!r} names no corpus")
+    return sources
+
+
+def load_splits(data: str | Path, eval_data: Path | None, seed: int) -> tuple[list, list]:
+    """Training and held-out utterances of every source in ``data`` (comma-separated): a corpus
+    folder's ``train.jsonl`` / ``eval.jsonl``, or any dataset (LJSpeech, LibriTTS, VCTK, a manifest)
+    with a seeded 2% held out of it; ``eval_data``, when given, is the held-out set instead."""
+    train, held = [], []
+    for source in data_sources(data):
+        if source.is_dir() and (source / "train.jsonl").is_file():
+            train += load_dataset(source / "train.jsonl")[0]
+            if eval_data is None:
+                held += load_dataset(source / "eval.jsonl")[0]
+            continue
+        utts, _ = load_dataset(source)
+        if eval_data is not None:
+            train += utts
+            continue
+        order = np.random.default_rng(seed).permutation(len(utts))
+        n_held = max(1, len(utts) // 50)
+        held += [utts[i] for i in sorted(order[:n_held])]
+        train += [utts[i] for i in sorted(order[n_held:])]
     if eval_data is not None:
         held, _ = load_dataset(eval_data)
-    else:
-        order = np.random.default_rng(seed).permutation(len(train))
-        n_held = max(1, len(train) // 50)
-        held = [train[i] for i in sorted(order[:n_held])]
-        train = [train[i] for i in sorted(order[n_held:])]
     for name, utts in (("training", train), ("held-out", held)):
         if not utts:
-            raise UserError(f"no usable {name} utterances in {eval_data if name == 'held-out' else data}.")
+            raise UserError(f"no usable {name} utterances in {eval_data if name == 'held-out' and eval_data else data}.")
     return train, held
 
 
@@ -151,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     from xtts_jax.train.trainer import Trainer
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, required=True,
-                    help="corpus dir (train.jsonl, eval.jsonl), a manifest, or an LJSpeech/LibriTTS/VCTK folder")
+    ap.add_argument("--data", required=True,
+                    help="corpus dir (train.jsonl, eval.jsonl), a manifest, or an LJSpeech/LibriTTS/VCTK folder; "
+                    "several, comma-separated, are trained on together")
     ap.add_argument("--eval-data", type=Path, help="held-out manifest (default: DATA/eval.jsonl, else 2%% of DATA)")
     ap.add_argument("--eval-voices-data", type=Path,
                     help="held-out voices, scored at the end (default: DATA/eval_voices.jsonl when present)")
@@ -192,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     save_dvae(model, os.path.join(args.out, "dvae.safetensors"))
     scores = {"heldout": corpus_metrics(model, held),
               "train": corpus_metrics(model, train[: args.usage_utterances])}
-    voices = args.eval_voices_data or (args.data / "eval_voices.jsonl" if args.data.is_dir() else None)
-    voice_utts = load_dataset(voices)[0] if voices is not None and voices.is_file() else []
+    voices = ([args.eval_voices_data] if args.eval_voices_data else
+              [d / "eval_voices.jsonl" for d in data_sources(args.data) if d.is_dir()])
+    voice_utts = [u for v in voices if v.is_file() for u in load_dataset(v)[0]]
     if voice_utts:  # a corpus without held-out voices writes an empty eval_voices.jsonl
         scores["heldout_voices"] = corpus_metrics(
             model, load_waves(voice_utts, base.mel.sample_rate, args.eval_utterances, args.seed + 2))

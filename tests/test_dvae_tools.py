@@ -153,3 +153,13 @@ def test_load_splits_uses_corpus_files_or_holds_out_two_percent(tmp_path):
     assert [u.text for u in held] == ["line 5", "line 6"] and len(train) == 5
     with pytest.raises(UserError, match="no usable held-out"):
         train_dvae.load_splits(corpus, write_manifest([], tmp_path / "empty.jsonl"), seed=0)
+
+    # several sources train together: each keeps its own held-out rule
+    train, held = train_dvae.load_splits(f"{corpus},{manifest}", None, seed=0)
+    alone_train, alone_held = train_dvae.load_splits(manifest, None, seed=0)
+    assert [u.text for u in train] == [f"line {i}" for i in range(5)] + [u.text for u in alone_train]
+    assert [u.text for u in held] == ["line 5", "line 6"] + [u.text for u in alone_held]
+    train, held = train_dvae.load_splits(f"{corpus}, {manifest}", corpus / "eval.jsonl", seed=0)
+    assert len(train) == 105 and [u.text for u in held] == ["line 5", "line 6"]
+    with pytest.raises(UserError, match="names no corpus"):
+        train_dvae.load_splits(" , ", None, seed=0)
