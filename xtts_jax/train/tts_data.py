@@ -9,7 +9,6 @@ text-pointer model's rows carry the text index each audio position reads (``mode
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
@@ -113,13 +112,9 @@ def token_dvae(stems: list[str]) -> str | None:
 
 def _file_identity(path: str | None) -> str | None:
     """The sha256 of the file at ``path`` when it exists, else the path itself."""
-    if path is None or not Path(path).is_file():
-        return path
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from xtts_jax.text.tokenizer import file_sha256
+
+    return file_sha256(path) if path is not None and Path(path).is_file() else path
 
 
 def corpus_text_ids(stem: str, limit: int | None) -> set[int]:
