@@ -37,9 +37,12 @@ from xtts_jax.train.trainer import Trainer
 TTS_DEMO = Path(__file__).resolve().parents[1] / "xtts_jax" / "assets" / "tts_demo" / "tts.safetensors"
 
 
-def load_utterances(stems: list[str], tts_cfg, limit: int | None = None) -> tuple[list[list[int]], list[list[int]]]:
+def load_utterances(stems: list[str], tts_cfg, limit: int | None = None,
+                    spell_fraction: float = 0.0) -> tuple[list[list[int]], list[list[int]]]:
     """(codes, labels) of every utterance of the stems whose codes can hold its labels under CTC
-    (one frame per label, one more between repeats); ``limit`` utterances from each stem."""
+    (one frame per label, one more between repeats); ``limit`` utterances from each stem.
+    ``spell_fraction``: the share of words read as letters, as the generator's training reads them
+    (so a recogniser that aligns its training text knows the letters' sounds)."""
     spoken = spoken_tokens(tts_cfg)
     codes_out, labels_out = [], []
     for stem in stems:
@@ -49,7 +52,9 @@ def load_utterances(stems: list[str], tts_cfg, limit: int | None = None) -> tupl
         for line in open(stem + ".jsonl").readlines()[:limit]:
             r = json.loads(line)
             try:
-                text = pipeline.text_tokens(r["text"], tts_cfg) if r["text"].strip() else []
+                rng = np.random.default_rng([len(codes_out), 4321]) if spell_fraction else None
+                text = (pipeline.text_tokens(r["text"], tts_cfg, spell_fraction=spell_fraction, rng=rng)
+                        if r["text"].strip() else [])
             except UserError:  # a sentence the generator cannot read is no training example
                 continue
             labels = [t for t in text if spoken[t]]
@@ -146,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ckpt-every", type=int, default=500)
     ap.add_argument("--length-buckets", type=int, default=8)
     ap.add_argument("--max-utterances", type=int, help="load at most this many utterances of each stem")
+    ap.add_argument("--spell-fraction", type=float, default=0.0,
+                    help="share of training words read as letters (tools/align_tokens.py aligns text spelled so)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
@@ -161,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     tts_cfg = pipeline.load_tts(args.tts).config
     cfg = rec.RecognizerConfig(num_audio_codes=tts_cfg.num_audio_codes, num_labels=tts_cfg.text_vocab_size,
                                n_embd=args.n_embd, n_layer=args.n_layer, kernel_size=args.kernel_size)
-    train = load_utterances(stems, tts_cfg, args.max_utterances)
+    if not 0 <= args.spell_fraction < 1:
+        raise UserError(f"--spell-fraction {args.spell_fraction} must lie in [0, 1)")
+    train = load_utterances(stems, tts_cfg, args.max_utterances, args.spell_fraction)
     held = load_utterances(eval_stems, tts_cfg)
     label_width = _round16(max(map(len, train[1] + held[1])))
     print(f"{len(train[0])} training and {len(held[0])} held-out utterances; labels <= {label_width}")

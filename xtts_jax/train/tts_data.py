@@ -33,12 +33,14 @@ class Split:
 
 
 def load_split(stem: str, cfg: tts_lib.TTSConfig, ref_frames: int, limit: int | None, tokenizer=None,
-               language: str = "en", spell_fraction: float = 0.0, rows_out: list[int] | None = None) -> Split:
+               language: str = "en", spell_fraction: float = 0.0, rows_out: list[int] | None = None,
+               ref_mel: bool = True) -> Split:
     """The utterances of STEM that fit ``cfg``, with the reference mel the conditioning encoder reads
     (``cfg.conditioning``'s mel settings and norms). ``tokenizer``: an XTTS-v2 checkpoint's, reading
     the text as ``language``. A text-pointer ``cfg`` takes each utterance's text and pointer from
     STEM.align.jsonl (tools/align_tokens.py) and leaves out utterances it lacks. ``rows_out``: gets
-    the STEM.jsonl line of every utterance kept."""
+    the STEM.jsonl line of every utterance kept. ``ref_mel=False``: no audio is read (the split's
+    ``ref_mel`` is empty), for readers of the codes alone."""
     stem = str(stem)
     if not Path(stem + ".jsonl").is_file() or not Path(stem + ".bin").is_file():
         raise UserError(f"token files {stem}.jsonl / {stem}.bin do not exist; write them with tools/encode_audio.py")
@@ -50,9 +52,10 @@ def load_split(stem: str, cfg: tts_lib.TTSConfig, ref_frames: int, limit: int | 
             raise UserError(f"{stem}.align.jsonl does not exist: a text-pointer model trains on forced "
                             f"alignments; write them with tools/align_tokens.py")
         aligned = {a["row"]: a for a in map(json.loads, open(stem + ".align.jsonl")) if a}
-    mel = cfg.conditioning.mel_config
-    norms = np.asarray(cfg.conditioning.mel_norms or [1.0] * mel.n_mels, np.float32)[:, None]
-    floor = np.log(LOG_CLAMP) / norms
+    if ref_mel:
+        mel = cfg.conditioning.mel_config
+        norms = np.asarray(cfg.conditioning.mel_norms or [1.0] * mel.n_mels, np.float32)[:, None]
+        floor = np.log(LOG_CLAMP) / norms
     out = Split([], [], [], np.zeros((0,)))
     mels = []
     for line, r in enumerate(rows):
@@ -73,15 +76,15 @@ def load_split(stem: str, cfg: tts_lib.TTSConfig, ref_frames: int, limit: int | 
             out.pointer.append(aligned[line]["pointer"])
         if rows_out is not None:
             rows_out.append(line)
-        m = log_mel(load_audio(r["audio_path"], mel.sample_rate)[: (ref_frames - 1) * mel.hop_length], mel)
-        m = np.concatenate([m / norms, np.broadcast_to(floor, (mel.n_mels, ref_frames - m.shape[1]))], axis=1)
-        mels.append(m)
+        if ref_mel:
+            m = log_mel(load_audio(r["audio_path"], mel.sample_rate)[: (ref_frames - 1) * mel.hop_length], mel)
+            mels.append(np.concatenate([m / norms, np.broadcast_to(floor, (mel.n_mels, ref_frames - m.shape[1]))], 1))
         out.text.append(text)
         out.audio.append([cfg.audio_start_token, *audio, cfg.audio_stop_token])
         out.speaker.append(r["speaker"])
     if not out.text:
         raise UserError(f"{stem} holds no utterance that fits the model")
-    out.ref_mel = np.stack(mels)
+    out.ref_mel = np.stack(mels) if ref_mel else np.zeros((len(out.text), 0, 0), np.float32)
     return out
 
 
