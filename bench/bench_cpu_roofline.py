@@ -28,9 +28,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import numpy as np
+from benchlib import interleaved
 
 from xtts_jax.errors import UserError, run_cli
 
@@ -98,19 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.layers < 1 or args.d < 8 or args.rounds < 1:
         raise UserError("--layers, --d and --rounds must be positive (--d at least 8)")
     fns, f32_bytes = products(args.layers, args.d)
-    for fn in fns.values():  # warm-up: compile, fault the pages in
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    load_before = os.getloadavg()
-    for _ in range(args.rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    load = os.getloadavg()
+    times, (load_before, load) = interleaved(fns, args.rounds)
     gb = f32_bytes / 1e9
     print(f"{args.layers} layers x [{args.d}, {12 * args.d}]: {gb:.2f} GB in float32; {os.cpu_count()} cores; "
-          f"median of {args.rounds} interleaved rounds; load {load_before[0]:.2f} before, {load[0]:.2f} after")
+          f"median of {args.rounds} interleaved rounds; load {load_before:.2f} before, {load:.2f} after")
     print("| what | ms | GB/s | decode ceiling at this size (tokens/s) |")
     print("|---|---:|---:|---:|")
     for name, ts in times.items():

@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import numpy as np
+from benchlib import interleaved
 
 from xtts_jax.errors import UserError, run_cli
 
@@ -79,21 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.rows, args.d, args.vocab, args.rounds) < 1:
         raise UserError("--rows, --d, --vocab and --rounds must be positive")
     shapes = layer_shapes(args.d, args.vocab)
-    fns = products(args.rows, shapes)
-    for fn in fns.values():  # warm-up: compile, fault the pages in
-        fn()
-    times: dict[tuple, list[float]] = {key: [] for key in fns}
-    load_before = os.getloadavg()
-    for _ in range(args.rounds):
-        for key, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - start)
-    load = os.getloadavg()
+    times, (load_before, load) = interleaved(products(args.rows, shapes), args.rounds)
     flops = sum(2 * args.rows * k * n for k, n in shapes)
     print(f"{len(shapes)} products of {args.rows} rows, (K, N) {shapes}: {flops / 1e9:.2f} GFLOP a form; "
           f"{os.cpu_count()} cores; median of {args.rounds} interleaved rounds; "
-          f"load {load_before[0]:.2f} before, {load[0]:.2f} after")
+          f"load {load_before:.2f} before, {load:.2f} after")
     print("| form | dtype | jax ms | torch ms | jax GFLOP/s | torch GFLOP/s | torch / jax time |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for dtype in ("float32", "bfloat16"):
