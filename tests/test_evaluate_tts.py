@@ -96,3 +96,24 @@ def test_evaluate_tts_bad_usage_is_one_line(corpus, tmp_path, capsys):
             tool.main(["--manifest", str(corpus / "m.jsonl"), "--out", str(tmp_path / "o"), *argv])
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and msg in err[-1], (argv, err)
+
+
+def test_voice_pool_joins_the_nearest_voice_test(corpus, tmp_path):
+    """Evaluating one voice alone, its outputs are trivially "nearest" to it; with the other voice in
+    the pool, outputs that are really the other voice's audio are caught, its own recordings not."""
+    tool = load_script("evaluate_tts", "tools/evaluate_tts.py")
+    (tmp_path / "gen").mkdir()
+    for i in range(3):
+        (tmp_path / "gen" / f"{VOICES[0]}_{i}.wav").write_bytes((corpus / f"{VOICES[1]}_{i}.wav").read_bytes())
+    nearest = {}
+    for pool in ([], ["--voice-pool", str(corpus / "m.jsonl"), "--pool-clips", "2"]):
+        out = tmp_path / f"out{len(pool)}"
+        with pytest.raises(SystemExit) as e:
+            tool.main(["--manifest", str(corpus / "m.jsonl"), "--speakers", VOICES[0], "--rungs", "recording,wavs",
+                       "--wavs", str(tmp_path / "gen"), "--out", str(out), "--timed", "0", *pool])
+        assert e.value.code == 0
+        report = json.loads((out / "report.json").read_text())
+        nearest[bool(pool)] = {r: report["rungs"][r]["overall"]["nearest_voice"] for r in ("recording", "wavs")}
+        assert report["voice_pool"] == ([VOICES[1]] if pool else None)
+    assert nearest[False] == {"recording": 1.0, "wavs": 1.0}
+    assert nearest[True] == {"recording": 1.0, "wavs": 0.0}

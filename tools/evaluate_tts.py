@@ -17,6 +17,7 @@ Needs the ``eval`` extra.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import sys
 import time
@@ -45,6 +46,9 @@ def parse_args(argv):
     ap.add_argument("--speakers", help="comma-separated voices (default: all in the manifest)")
     ap.add_argument("--conditioning", choices=("clip", "voice"), default="clip",
                     help="the model's speaker: another clip of the voice, or speakers/VOICE.npy beside the checkpoint")
+    ap.add_argument("--voice-pool", help="comma-separated manifests (the training corpora, say) whose other voices "
+                    "also compete in the nearest-voice test")
+    ap.add_argument("--pool-clips", type=int, default=3, help="clips a pool voice is represented by")
     ap.add_argument("--timed", type=int, default=3, help="sentences timed alone for latency (0: none)")
     ap.add_argument("--out", default="runs/eval", help="folder for report.md, report.json, report.png")
     ap.add_argument("--save-audio", action="store_true", help="also write every rung's wavs under --out")
@@ -61,6 +65,8 @@ def parse_args(argv):
         raise UserError("the model rung needs --checkpoint")
     if "wavs" in args.rungs and not args.wavs:
         raise UserError("the wavs rung needs --wavs")
+    if args.pool_clips < 1:
+        raise UserError(f"--pool-clips {args.pool_clips} must be >= 1")
     if args.per_speaker < 1:
         raise UserError(f"--per-speaker {args.per_speaker} must be >= 1")
     if args.checkpoint and not Path(args.checkpoint).is_file():
@@ -117,11 +123,24 @@ def main(argv: list[str] | None = None) -> int:
         sampling = sampling_from_flags(args, args.checkpoint, synth.max_new_tokens())
 
     refs = reference_embeddings(items, embedder)
+    pool = None
+    if args.voice_pool:
+        from xtts_jax.audio.datasets import read_manifest
+        from xtts_jax.eval.scoring import pool_embeddings
+
+        rows = []
+        for m in (m.strip() for m in args.voice_pool.split(",") if m.strip()):
+            if not Path(m).is_file():
+                raise UserError(f"--voice-pool manifest {m} does not exist")
+            rows += read_manifest(Path(m), collections.Counter())
+        pool = pool_embeddings(rows, embedder, set(refs), args.pool_clips)
+        print(f"nearest-voice test against {len(refs)} evaluated + {len(pool)} pool voices", file=sys.stderr)
     report = {"manifest": str(args.manifest), "utterances": len(items), "speakers": sorted({it.speaker for it in items}),
               "asr": Whisper.name, "embedder": SpeakerEmbedder.name, "seed": args.seed, "skipped": skipped,
               "checkpoint": args.checkpoint, "vocoder": args.vocoder, "conditioning": args.conditioning,
               "sampling": dataclasses.asdict(sampling) if sampling else None,
-              "candidates": synth.candidates if synth else None, "rungs": {}}
+              "candidates": synth.candidates if synth else None,
+              "voice_pool": sorted(pool) if pool else None, "rungs": {}}
     for rung in args.rungs:
         t0 = time.perf_counter()
         if rung == "recording":
@@ -136,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             rendered = R.model_speech(items, synth, sampling, jax.random.key(args.seed), args.conditioning,
                                       Path(args.checkpoint).with_name("speakers"), args.timed)
         made = time.perf_counter() - t0
-        records = score_rung(items, rendered, asr, embedder, refs)
+        records = score_rung(items, rendered, asr, embedder, refs, pool)
         if args.save_audio:
             _save(records, rendered, Path(args.out) / "audio" / rung)
         report["rungs"][rung] = {"overall": summarize(records), "per_speaker": summarize_by_speaker(records),

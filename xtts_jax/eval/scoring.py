@@ -6,7 +6,9 @@ other clip of the same voice that conditioned the model, never the clip itself).
 same output is also compared with the reference clips of every voice in the evaluation: ``other``
 is its mean cosine to the other voices, ``nearest_ok`` whether its own voice scores highest
 (voice score: mean cosine to that voice's reference clips, leaving out the output's own
-recording).
+recording). A voice pool (``pool_embeddings``: the training voices, say) adds voices that only
+compete for ``nearest_ok``: an output must be nearer its own voice than any voice of the
+evaluation and of the pool.
 """
 
 from __future__ import annotations
@@ -32,10 +34,24 @@ def reference_embeddings(items, embedder) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def score_rung(items, rendered, asr, embedder, refs) -> list[dict]:
+def pool_embeddings(rows, embedder, exclude, per_voice: int) -> dict[str, dict[str, np.ndarray]]:
+    """``{voice: {clip path: embedding}}`` of the first ``per_voice`` clips of every voice in
+    ``rows`` (manifest utterances) that is not in ``exclude``."""
+    out: dict[str, dict[str, np.ndarray]] = collections.defaultdict(dict)
+    for u in rows:
+        if u.speaker in exclude or len(out[u.speaker]) >= per_voice:
+            continue
+        e = embedder(load_audio(str(u.audio_path), 16000), 16000)
+        if e is not None:
+            out[u.speaker][str(u.audio_path)] = e
+    return {v: clips for v, clips in out.items() if clips}
+
+
+def score_rung(items, rendered, asr, embedder, refs, pool=None) -> list[dict]:
     """One record per item: transcript, WER/CER, similarity to the reference, to the other voices,
-    and whether the nearest voice is the right one. A missing waveform is scored as silence (every
-    word deleted, no similarity) and carries its failure."""
+    and whether the nearest voice is the right one (among ``refs``' voices and ``pool``'s). A
+    missing waveform is scored as silence (every word deleted, no similarity) and carries its
+    failure."""
     records = []
     for i, (it, wave) in enumerate(zip(items, rendered.waves)):
         rec = {"speaker": it.speaker, "text": it.text, "audio_path": str(it.audio_path),
@@ -54,8 +70,8 @@ def score_rung(items, rendered, asr, embedder, refs) -> list[dict]:
             rec.update(similarity=None, other=None, nearest_ok=False)
         else:
             voice_score = {v: np.mean([cosine(e, r) for p, r in clips.items() if p != str(it.audio_path)] or [np.nan])
-                           for v, clips in refs.items()}
-            others = [s for v, s in voice_score.items() if v != it.speaker and np.isfinite(s)]
+                           for v, clips in {**(pool or {}), **refs}.items()}
+            others = [s for v, s in voice_score.items() if v != it.speaker and v in refs and np.isfinite(s)]
             best = max((s, v) for v, s in voice_score.items() if np.isfinite(s))[1]
             rec.update(similarity=cosine(e, own), other=float(np.mean(others)) if others else None,
                        nearest_ok=bool(best == it.speaker))
