@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from xtts_jax.audio.mel import MelStats
+from xtts_jax.errors import UserError
 from xtts_jax.models.dvae import (
     DVAE, PRESETS, Codebook, DVAEConfig, codebook_stats, dvae_loss, ema_update, nearest_code, pad_frames,
     restart_dead_codes, update_codebook,
@@ -144,3 +145,75 @@ def test_tiny_dvae_learns_and_keeps_codes_alive():
             first = float(l1)
     assert float(l1) < 0.65 * first
     assert float(stats["usage"]) >= 4 / TINY.num_tokens and float(stats["perplexity"]) > 2.5
+
+
+# --- the speaker-conditioned decoder ----------------------------------------------------------------
+
+SPEAKER_TINY = DVAEConfig(**{**TINY.__dict__, "decoder_speaker": True})
+
+
+def _features(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(SPEAKER_TINY.speaker_dim).astype(np.float32)
+
+
+def test_speaker_decoder_starts_as_the_plain_decoder_and_then_reads_the_reference(model):
+    spk = DVAE(SPEAKER_TINY, jax.random.key(0))
+    # same weights as the plain model (same key, the FiLM drawn after everything else), FiLM output at zero
+    spk = eqx.tree_at(lambda m: (m.encoder, m.decoder, m.codebook), spk, (model.encoder, model.decoder, model.codebook))
+    codes = jnp.asarray([1, 5, 0, 7, 7, 2], jnp.int32)
+    plain = model.decode(codes)
+    np.testing.assert_array_equal(spk.decode(codes, jnp.asarray(_features(0))), plain)
+    np.testing.assert_array_equal(spk.decode(codes), plain)
+    # a trained FiLM: different references, different mels; None is the all-zero reference
+    film = spk.speaker_film
+    out = eqx.tree_at(lambda f: f.out.weight, film, 0.1 * jax.random.normal(jax.random.key(3), film.out.weight.shape))
+    spk = eqx.tree_at(lambda m: m.speaker_film, spk, out)
+    a, b = spk.decode(codes, jnp.asarray(_features(0))), spk.decode(codes, jnp.asarray(_features(1)))
+    assert a.shape == plain.shape and float(jnp.abs(a - b).max()) > 1e-3
+    np.testing.assert_array_equal(spk.decode(codes), spk.decode(codes, jnp.zeros(SPEAKER_TINY.speaker_dim)))
+    with pytest.raises(UserError, match="takes no speaker features"):
+        model.decode(codes, jnp.asarray(_features(0)))
+
+
+def test_speaker_decoder_modulates_each_stage_as_film(model):
+    """Against a hand-written forward: scale and shift after the input conv and each upsampling,
+    an offset of the output."""
+    spk = DVAE(SPEAKER_TINY, jax.random.key(1))
+    film = spk.speaker_film
+    spk = eqx.tree_at(lambda m: m.speaker_film.out.weight, spk,
+                      0.2 * jax.random.normal(jax.random.key(4), film.out.weight.shape))
+    feats = jnp.asarray(_features(2))
+    q = jax.random.normal(jax.random.key(5), (6, SPEAKER_TINY.codebook_dim))
+    params = np.asarray(spk.speaker_film.out(jax.nn.gelu(spk.speaker_film.hidden(feats))))
+    sizes = np.cumsum(spk.speaker_film.sizes)[:-1]
+    pieces = np.split(params, sizes)
+    dec, n_res = spk.decoder, SPEAKER_TINY.num_resnet_blocks
+
+    def film_(h, p):
+        scale, shift = np.split(p, 2)
+        return h * (1 + scale[:, None]) + shift[:, None]
+
+    h = film_(np.asarray(dec[0](q.T)), pieces[0])
+    for layer in dec[1 : 1 + n_res]:
+        h = np.asarray(layer(jnp.asarray(h)))
+    for i, layer in enumerate(dec[1 + n_res : -1]):
+        h = film_(np.asarray(jax.nn.relu(layer(jnp.asarray(h)))), pieces[1 + i])
+    want = np.asarray(dec[-1](jnp.asarray(h))) + pieces[-1][:, None]
+    np.testing.assert_allclose(spk.decode_latents(q, feats), want, rtol=1e-5, atol=1e-5)
+
+
+def test_reference_features_are_speech_frame_mean_and_std():
+    from xtts_jax.models.dvae import reference_features
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((8, 50)).astype(np.float32), rng.standard_normal((8, 30)).astype(np.float32)
+    a[:, :10] -= 5  # ten quiet frames
+    cfg = DVAEConfig(**{**SPEAKER_TINY.__dict__, "n_mels": 8, "mel": TINY.mel.__class__(n_mels=8)})
+    got = reference_features([a, b], cfg, speech_quantile=0.2)
+    keep_a = a[:, a.mean(0) >= np.quantile(a.mean(0), 0.2)]
+    keep_b = b[:, b.mean(0) >= np.quantile(b.mean(0), 0.2)]
+    frames = np.concatenate([keep_a, keep_b], 1)
+    assert keep_a.shape[1] == 40 and (keep_a.mean(0) > -2).all()  # the quiet frames are out
+    np.testing.assert_allclose(got, np.concatenate([frames.mean(1), frames.std(1)]), rtol=1e-5)
+    with pytest.raises(UserError, match="must be"):
+        reference_features([np.zeros((7, 5), np.float32)], cfg)

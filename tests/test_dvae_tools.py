@@ -166,3 +166,85 @@ def test_load_splits_uses_corpus_files_or_holds_out_two_percent(tmp_path):
     assert len(train) == 105 and [u.text for u in held] == ["line 5", "line 6"]
     with pytest.raises(UserError, match="names no corpus"):
         train_dvae.load_splits(" , ", None, seed=0)
+
+
+# --- the speaker-conditioned decoder: recipes/train_dvae.py --init --decoder-speaker -----------------
+
+def _speaker_task(tiny_model):
+    import dataclasses
+
+    cfg = dataclasses.replace(tiny_model.cfg, decoder_speaker=True)
+    return train_dvae.DVAETask(cfg, tiny_model)
+
+
+def test_segments_with_reference_take_another_utterance_of_the_same_speaker():
+    waves = [_wave(0.5, 200 + 50 * i, i) for i in range(5)]
+    speakers = ["a", "a", "b", "b", "c"]
+    feats = np.arange(5, dtype=np.float32)[:, None] * np.ones((5, 3), np.float32)
+    seg = train_dvae.WaveSegmentsWithReference(waves, speakers, feats, 8, 2048, seed=1)
+    plain = train_dvae.WaveSegments(waves, 8, 2048, seed=1)
+    for step in range(4):
+        batch = seg(step)
+        assert batch.shape == (8, 2048 + 3)
+        np.testing.assert_array_equal(batch[:, :2048], plain(step))  # the same segments as without references
+        np.testing.assert_array_equal(batch, seg(step))  # depends only on (seed, step)
+        for row in batch:
+            source = next(i for i, w in enumerate(waves) if np.isin(row[:100], w).all())  # the segment's utterance
+            ref = int(row[-1])
+            assert (feats[ref] == row[-3:]).all() and speakers[ref] == speakers[source]
+            assert ref != source or speakers.count(speakers[source]) == 1
+    with pytest.raises(UserError, match="5 utterances, 4 speakers"):
+        train_dvae.WaveSegmentsWithReference(waves, speakers[:4], feats, 2, 2048, seed=1)
+
+
+def test_change_voice_is_identity_at_rest_and_changes_mel_and_reference_alike(tiny_model):
+    from xtts_jax.models.dvae import reference_features
+
+    cfg = _speaker_task(tiny_model).config
+    mel = jnp.asarray(log_mel(_wave(1.0, 300, 8), cfg.mel, cfg.mel_stats))
+    feats = jnp.asarray(reference_features([np.asarray(mel)], cfg, speech_quantile=0.0))
+    same_mel, same_feats = train_dvae.change_voice(mel, feats, jnp.float32(1.0), jnp.float32(0.0), cfg)
+    np.testing.assert_allclose(same_mel, mel, atol=1e-5)
+    np.testing.assert_allclose(same_feats, feats, atol=1e-5)
+    new_mel, new_feats = train_dvae.change_voice(mel, feats, jnp.float32(0.9), jnp.float32(1.5), cfg)
+    assert float(jnp.abs(new_mel - mel).max()) > 0.1
+    # the changed reference features are those of the changed mel: exact for the channel means
+    # (warp and tilt are linear in each frame), close for the deviations
+    want = reference_features([np.asarray(new_mel)], cfg, speech_quantile=0.0)
+    n = cfg.n_mels
+    np.testing.assert_allclose(new_feats[:n], want[:n], atol=1e-4)
+    np.testing.assert_allclose(new_feats[n:], want[n:], rtol=0.35, atol=0.05)
+
+
+def test_speaker_decoder_step_trains_the_decoder_and_freezes_encoder_and_codebook(tiny_model):
+    task = _speaker_task(tiny_model)
+    model = task.init_model(jax.random.key(0))
+    for a, b in zip(jax.tree.leaves((tiny_model.encoder, tiny_model.codebook, tiny_model.decoder)),
+                    jax.tree.leaves((model.encoder, model.codebook, model.decoder))):
+        np.testing.assert_array_equal(a, b)  # --init: the trained DVAE's weights
+    params, static = eqx.partition(model, eqx.is_array)
+    cfg = TrainConfig(lr=1e-2, warmup_steps=0, weight_decay=0.5)
+    opt = task.optimizer(cfg, model)
+    state = {"params": params, "opt_state": opt.init(params), "step": jnp.zeros((), jnp.int32),
+             "key": jax.random.key(1)}
+    waves = [_wave(1.0, 220, 4), _wave(0.6, 700, 5), _wave(0.8, 400, 6)]
+    feats = train_dvae.utterance_features(waves, task.config)
+    batch = jnp.asarray(train_dvae.WaveSegmentsWithReference(waves, ["a", "a", "b"], feats, 4, 4096, seed=3)(0))
+    step = jax.jit(lambda s, b, k: task.train_step(s, b, k, static=static, optimizer=opt))
+    new, metrics = step(state, batch, jax.random.key(2))
+    new, metrics = step(new, batch, jax.random.key(3))  # the FiLM's output layer leaves zero on step 1
+    assert np.isfinite(float(metrics["loss"])) and float(metrics["mel_l1"]) > 0
+    for name in ("encoder", "codebook"):  # no gradient, no weight decay, no EMA
+        for a, b in zip(jax.tree.leaves(getattr(params, name)), jax.tree.leaves(getattr(new["params"], name))):
+            np.testing.assert_array_equal(a, b)
+    moved = lambda part: max(float(jnp.abs(a - b).max()) for a, b in zip(  # noqa: E731
+        jax.tree.leaves(getattr(params, part)), jax.tree.leaves(getattr(new["params"], part))))
+    assert moved("decoder") > 0 and moved("speaker_film") > 0
+    loss, ev = jax.jit(lambda p, b: task.loss(eqx.combine(p, static), b, None))(new["params"], batch)
+    assert float(loss) == pytest.approx(float(ev["loss"])) and float(loss) > 0
+
+
+def test_decoder_speaker_needs_a_trained_dvae(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_dvae.main(["--data", str(tmp_path), "--decoder-speaker", "--out", str(tmp_path / "o")])
+    assert e.value.code == 2 and "give --init" in capsys.readouterr().err

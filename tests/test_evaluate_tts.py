@@ -117,3 +117,31 @@ def test_voice_pool_joins_the_nearest_voice_test(corpus, tmp_path):
         assert report["voice_pool"] == ([VOICES[1]] if pool else None)
     assert nearest[False] == {"recording": 1.0, "wavs": 1.0}
     assert nearest[True] == {"recording": 1.0, "wavs": 0.0}
+
+
+def test_dvae_rung_of_a_speaker_decoder_reads_each_items_reference(corpus):
+    """A speaker-conditioned DVAE decodes each recording's codes with the features of the item's
+    reference clip (what the model rung gets), not unconditioned."""
+    import dataclasses
+
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    from xtts_jax.audio.io import load_audio
+    from xtts_jax.eval import rungs as R
+    from xtts_jax.models.dvae import DVAE, PRESETS, dvae_mel
+
+    cfg = dataclasses.replace(PRESETS["tiny"], decoder_speaker=True)
+    dvae = DVAE(cfg, jax.random.key(0))
+    dvae = eqx.tree_at(lambda m: m.speaker_film.out.weight, dvae,
+                       0.05 * jax.random.normal(jax.random.key(1), dvae.speaker_film.out.weight.shape))
+    items, _ = R.select(corpus / "m.jsonl", 2, [VOICES[0]])
+    vocoder = Vocoder.griffin_lim(cfg.mel)
+    got = R.dvae_round_trip(items, dvae, vocoder).waves
+    for it, wave in zip(items, got):
+        audio = load_audio(it.audio_path, cfg.mel.sample_rate)
+        codes = np.asarray(dvae.encode(jnp.asarray(dvae_mel(audio, cfg, bucket_tokens=16))))[: cfg.n_tokens(len(audio))]
+        want = P.render_dvae_codes(dvae, vocoder, codes.tolist(), P.dvae_reference_features(dvae, [it.reference_path]))
+        unconditioned = P.render_dvae_codes(dvae, vocoder, codes.tolist())
+        np.testing.assert_allclose(wave, want, atol=1e-5)
+        assert np.abs(wave - unconditioned).max() > 1e-4

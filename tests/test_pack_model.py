@@ -308,3 +308,51 @@ def test_pack_ships_the_recogniser_and_synthesis_uses_its_candidates(run_dir, tm
                          "--text", "Hello there.", "-o", str(tmp_path / "b.wav")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "need a recogniser" in err and not (tmp_path / "b.wav").exists()
+
+
+def test_speaker_decoder_dvae_ships_each_voices_reference_and_synthesis_reads_it(run_dir, tmp_path, capsys):
+    import dataclasses
+
+    from xtts_jax.inference.tts import dvae_reference_features
+
+    cfg = dataclasses.replace(PRESETS["tiny"], decoder_speaker=True)
+    dvae = random_dvae(cfg, seed=3)
+    dvae = eqx.tree_at(lambda m: m.speaker_film.out, dvae, jax.tree.map(lambda w: 0.01 * w, dvae.speaker_film.out))
+    save_dvae(dvae, str(tmp_path / "dvae.safetensors"))
+    t = np.arange(22050) / 22050
+    utts = []
+    for i, (name, f0) in enumerate([("bo", 150), ("bo", 170), ("ana", 300), ("bo", 190)]):
+        sf.write(tmp_path / f"{i}.wav", (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), 22050)
+        utts.append(Utterance(tmp_path / f"{i}.wav", "hi", name))
+    manifest = write_manifest(utts, tmp_path / "voices.jsonl")
+    args = ["--tts", run_dir / "tts.safetensors", "--dvae", tmp_path / "dvae.safetensors",
+            "--speakers", run_dir / "speakers"]
+    with pytest.raises(SystemExit) as e:  # the voices' references are needed
+        pack_model.main(list(map(str, args + ["--out", tmp_path / "p0"])))
+    assert e.value.code == 2 and "give --voice-data" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        pack_model.main(list(map(str, args + ["--out", tmp_path / "p", "--voice-data", manifest, "--voice-clips", 2])))
+    assert e.value.code == 0, capsys.readouterr().err
+    speakers = tmp_path / "p" / "speakers"
+    assert sorted(p.name for p in speakers.iterdir()) == ["ana.decoder.npy", "ana.npy", "bo.decoder.npy", "bo.npy"]
+    full = load_dvae(str(tmp_path / "dvae.safetensors"))
+    np.testing.assert_array_equal(np.load(speakers / "bo.decoder.npy"),
+                                  dvae_reference_features(full, [tmp_path / "0.wav", tmp_path / "1.wav"]))  # first 2
+
+    def speak(name):
+        with pytest.raises(SystemExit) as e:
+            synthesize.main(["--checkpoint", str(tmp_path / "p" / "tts.safetensors"), "--speaker", "bo",
+                             "--text", "Hello there.", "--max-new-tokens", "6", "-o", str(tmp_path / name)])
+        assert e.value.code == 0
+        return sf.read(tmp_path / name)[0], capsys.readouterr().err
+
+    with_reference, err = speak("a.wav")
+    assert "renders without" not in err
+    (speakers / "bo.decoder.npy").unlink()  # a voice without its reference: the unconditioned decoder, said so
+    without, err = speak("b.wav")
+    assert "renders without the voice's reference features" in err
+    assert len(with_reference) == len(without) > 0 and np.abs(with_reference - without).max() > 1e-4
+
+    with pytest.raises(SystemExit) as e:  # a DVAE that reads no reference takes no --voice-data
+        pack(run_dir, tmp_path / "q", "--voice-data", manifest)
+    assert e.value.code == 2 and "for a speaker-conditioned DVAE" in capsys.readouterr().err

@@ -29,7 +29,8 @@ from xtts_jax.weights import STORAGE_DTYPES  # noqa: E402
 
 def voices(folder: Path, width: int) -> list[Path]:
     """The speaker embeddings in ``folder``, each checked to be finite float32 of ``width``.
-    NAME.decoder.npy files are left out: they feed a HiFiGAN vocoder, which a pack does not carry."""
+    NAME.decoder.npy files are left out: they feed a HiFiGAN vocoder, which a pack does not carry
+    (a speaker-conditioned DVAE's are made from ``--voice-data``)."""
     from xtts_jax.inference.tts import load_speaker_embedding
 
     if not folder.is_dir():
@@ -42,6 +43,31 @@ def voices(folder: Path, width: int) -> list[Path]:
     return paths
 
 
+def voice_references(dvae, names: list[str], voice_data: str | None, clips: int) -> dict:
+    """``{name: reference features}`` of a speaker-conditioned DVAE for each voice, pooled over its
+    first ``clips`` recordings in the ``voice_data`` manifests; {} for a DVAE that reads none."""
+    if not dvae.cfg.decoder_speaker:
+        if voice_data:
+            raise UserError("--voice-data is for a speaker-conditioned DVAE; this DVAE reads no reference")
+        return {}
+    if not voice_data:
+        raise UserError("this DVAE's decoder reads reference features of each voice: give --voice-data with "
+                        "recordings of the voices")
+    if clips < 1:
+        raise UserError(f"--voice-clips must be at least 1, got {clips}")
+    from xtts_jax.audio.datasets import load_dataset
+    from xtts_jax.inference.tts import dvae_reference_features
+
+    utts = [u for part in voice_data.split(",") if part.strip() for u in load_dataset(Path(part.strip()))[0]]
+    out = {}
+    for name in names:
+        paths = [u.audio_path for u in utts if u.speaker == name][:clips]
+        if not paths:
+            raise UserError(f"--voice-data has no recording of voice {name}")
+        out[name] = dvae_reference_features(dvae, paths)
+    return out
+
+
 @run_cli
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -51,9 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="the folder to write")
     ap.add_argument("--recognizer", help="recognizer.safetensors from recipes/train_recognizer.py: shipped beside "
                     "the model, it lets synthesis keep the best of --candidates sampled sentences")
+    ap.add_argument("--voice-data", help="for a speaker-conditioned DVAE: manifest(s), comma-separated, whose "
+                    "recordings of each voice give its speakers/NAME.decoder.npy (the decoder's reference features)")
+    ap.add_argument("--voice-clips", type=int, default=20, help="recordings a voice's reference features pool")
     ap.add_argument("--dtype", default="float16", choices=STORAGE_DTYPES, help="how the weights are stored")
     add_sampling_flags(ap)  # given ones become the checkpoint's recommended sampling (chosen on held-out data)
     args = ap.parse_args(argv)
+
+    import numpy as np
 
     from xtts_jax.inference.tts import load_tts
     from xtts_jax.models.dvae import load_dvae, save_dvae
@@ -72,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"the TTS {args.tts} predicts {model.config.num_audio_codes} audio codes, "
                         f"the DVAE {args.dvae} has {dvae.cfg.num_tokens}; pass the DVAE it was trained with")
     speakers = voices(Path(args.speakers), model.config.speaker_width)
+    references = voice_references(dvae, [p.stem for p in speakers], args.voice_data, args.voice_clips)
     recognizer = None
     if args.recognizer:
         from xtts_jax.inference.rerank import Reranker
@@ -103,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(p, written[2] / p.name)
 
     files = written[:2] + [written[2] / p.name for p in speakers]
+    for name, features in references.items():
+        np.save(written[2] / f"{name}.decoder.npy", features)
+        files.append(written[2] / f"{name}.decoder.npy")
     if recognizer is not None:
         from xtts_jax.models.recognizer import save_recognizer
 

@@ -7,7 +7,8 @@ writes float32 ``(num_latents, n_embd)`` -- (16, 192) for the demo, (32, 1024) f
 perceiver latents of the model's conditioning encoder, averaged over chunks of all references
 (4 s each unless the checkpoint's conditioning settings say otherwise). Pass the
 file to tools/synthesize.py --speaker. When a speaker encoder lies beside the checkpoint (a
-converted XTTS-v2 folder), the decoder's speaker embedding is written too, as ``emb.decoder.npy``,
+converted XTTS-v2 folder), or the DVAE beside it reads reference features (a speaker-conditioned
+DVAE, the shipped model's), the decoder's speaker vector is written too, as ``emb.decoder.npy``,
 where synthesize.py looks for it.
 """
 
@@ -47,11 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     np.save(args.output, emb.astype(np.float32))
     print(f"wrote {args.output}: {emb.shape[0]} x {emb.shape[1]} float32 latents from {len(args.wavs)} recording(s)")
-    decoder = decoder_speaker_from_wavs(args.checkpoint, model, args.wavs)
+    beside = Path(args.checkpoint).with_name("dvae.safetensors")
+    dvae = None
+    if beside.is_file():
+        from xtts_jax.models.dvae import load_dvae
+
+        dvae = load_dvae(str(beside))
+    decoder = decoder_speaker_from_wavs(args.checkpoint, model, args.wavs, dvae)
     if decoder is not None:
         path = args.output[:-len(".npy")] + ".decoder.npy"
         np.save(path, decoder)
-        print(f"wrote {path}: the decoder's {decoder.size}-d speaker embedding")
+        print(f"wrote {path}: the decoder's {decoder.size}-d speaker vector")
     return 0
 
 

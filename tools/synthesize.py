@@ -47,9 +47,15 @@ def speaker_path(arg: str, checkpoint: str) -> str:
                     + (f" (voices: {', '.join(names)})" if names else ""))
 
 
-def decoder_speaker(args, speaker_file: str | None, checkpoint: str, vocoder, model):
-    """The decoder's speaker embedding ``[e]``, or None when the decoder takes none."""
-    if not vocoder.speaker_dim:
+def decoder_speaker(args, speaker_file: str | None, checkpoint: str, vocoder, model, dvae=None):
+    """The decoder's speaker vector ``[e]``, or None when the decoder takes none. A
+    speaker-conditioned DVAE renders unconditioned (None) from a speaker file without its
+    NAME.decoder.npy; XTTS-v2's HiFiGAN cannot."""
+    from xtts_jax.inference.tts import decoder_speaker_dim, decoder_speaker_from_wavs, load_speaker_embedding
+
+    dim = decoder_speaker_dim(vocoder, dvae)
+    optional = dim != vocoder.speaker_dim
+    if not dim:
         if args.decoder_speaker:
             raise UserError(f"the {vocoder.backend} decoder takes no speaker embedding; drop --decoder-speaker")
         return None
@@ -58,19 +64,19 @@ def decoder_speaker(args, speaker_file: str | None, checkpoint: str, vocoder, mo
     elif speaker_file is not None:
         path = str(Path(speaker_file).with_suffix("")) + ".decoder.npy"
         if not Path(path).is_file():
-            raise UserError(f"this decoder needs a {vocoder.speaker_dim}-d speaker embedding: give --decoder-speaker "
+            if optional:
+                print(f"note: no {path}: the DVAE decoder renders without the voice's reference features",
+                      file=sys.stderr)
+                return None
+            raise UserError(f"this decoder needs a {dim}-d speaker embedding: give --decoder-speaker "
                             f"or put it at {path}")
     else:
-        from xtts_jax.inference.tts import decoder_speaker_from_wavs
-
-        emb = decoder_speaker_from_wavs(checkpoint, model, args.speaker_wav)
+        emb = decoder_speaker_from_wavs(checkpoint, model, args.speaker_wav, dvae)
         if emb is None:
-            raise UserError(f"this decoder needs a {vocoder.speaker_dim}-d speaker embedding and there is no "
+            raise UserError(f"this decoder needs a {dim}-d speaker embedding and there is no "
                             "speaker_encoder.safetensors beside the checkpoint to compute it; give --decoder-speaker")
         return emb
-    from xtts_jax.inference.tts import load_speaker_embedding
-
-    return load_speaker_embedding(path, vocoder.speaker_dim).mean(0)  # (K, e): K references, averaged as XTTS
+    return load_speaker_embedding(path, dim).mean(0)  # (K, e): K references, averaged as XTTS
 
 
 def read_text(args) -> str:
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         vocoder = Vocoder.griffin_lim(dvae.cfg.mel)
     else:
         vocoder = load_vocoder(source)
-    decoder_emb = decoder_speaker(args, speaker_file, args.checkpoint, vocoder, model)
+    decoder_emb = decoder_speaker(args, speaker_file, args.checkpoint, vocoder, model, dvae)
     from xtts_jax.inference.rerank import recognizer_beside
 
     synth = pipeline.Synthesizer(model, vocoder, dvae, tokenizer=tokenizer, language=args.language, speed=args.speed,

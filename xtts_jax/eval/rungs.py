@@ -113,11 +113,12 @@ def true_mel(items: list[Item], vocoder, mel_cfg) -> Rendered:
 
 
 def dvae_round_trip(items: list[Item], dvae, vocoder) -> Rendered:
-    """Each recording encoded to DVAE codes, decoded to a mel and rendered by ``vocoder``."""
+    """Each recording encoded to DVAE codes, decoded to a mel and rendered by ``vocoder`` (a
+    speaker-conditioned decoder reads the item's reference clip, as the model rung's does)."""
     import equinox as eqx
     import jax.numpy as jnp
 
-    from xtts_jax.inference.tts import render_dvae_codes
+    from xtts_jax.inference.tts import dvae_reference_features, render_dvae_codes
     from xtts_jax.models.dvae import dvae_mel
 
     encode = eqx.filter_jit(lambda d, m: d.encode(m))
@@ -125,7 +126,8 @@ def dvae_round_trip(items: list[Item], dvae, vocoder) -> Rendered:
     for it in items:
         wave = load_audio(it.audio_path, dvae.cfg.mel.sample_rate)
         codes = np.asarray(encode(dvae, jnp.asarray(dvae_mel(wave, dvae.cfg, bucket_tokens=16))))
-        waves.append(render_dvae_codes(dvae, vocoder, codes[: dvae.cfg.n_tokens(len(wave))].tolist()))
+        speaker = dvae_reference_features(dvae, [it.reference_path]) if dvae.cfg.decoder_speaker else None
+        waves.append(render_dvae_codes(dvae, vocoder, codes[: dvae.cfg.n_tokens(len(wave))].tolist(), speaker))
     return Rendered(waves, vocoder.sample_rate)
 
 
@@ -153,9 +155,10 @@ def model_speech(items: list[Item], synth, sampling, key, conditioning: str = "c
     sentence and to the first streamed audio."""
     import jax
 
-    from xtts_jax.inference.tts import load_speaker_embedding, speaker_from_wavs
+    from xtts_jax.inference.tts import dvae_reference_features, load_speaker_embedding, speaker_from_wavs
 
     model = synth.model
+    reads = synth.dvae is not None and synth.dvae.cfg.decoder_speaker  # a speaker-conditioned DVAE decoder
     if conditioning == "voice":
         missing = sorted({it.speaker for it in items if not (voices_dir / f"{it.speaker}.npy").is_file()})
         if missing:
@@ -163,8 +166,13 @@ def model_speech(items: list[Item], synth, sampling, key, conditioning: str = "c
         cond = {s: load_speaker_embedding(voices_dir / f"{s}.npy", model.config.speaker_width)
                 for s in {it.speaker for it in items}}
         conds = [cond[it.speaker] for it in items]
+        dec = {s: load_speaker_embedding(voices_dir / f"{s}.decoder.npy", synth.dvae.cfg.speaker_dim)[0]
+               if reads and (voices_dir / f"{s}.decoder.npy").is_file() else None for s in cond}
+        decoder_speakers = [dec[it.speaker] for it in items]
     else:
         conds = [speaker_from_wavs(model, [str(it.reference_path)]) for it in items]
+        decoder_speakers = [dvae_reference_features(synth.dvae, [it.reference_path]) if reads else None
+                            for it in items]
     waves: list[np.ndarray | None] = [None] * len(items)
     failures, batches = {}, []
     for i, it in enumerate(items):  # a text the model cannot read fails alone, with the model's own words
@@ -179,7 +187,7 @@ def model_speech(items: list[Item], synth, sampling, key, conditioning: str = "c
         key, sub = jax.random.split(key)
         t0 = time.perf_counter()
         out = synth.synthesize([items[i].text for i in idx], [conds[i] for i in idx], sub, sampling,
-                               batch_size=len(idx))
+                               batch_size=len(idx), speaker=[decoder_speakers[i] for i in idx])
         seconds = sum(len(w) for w in out) / synth.sample_rate
         batches.append((time.perf_counter() - t0, seconds))
         for i, w in zip(idx, out):
@@ -192,29 +200,29 @@ def model_speech(items: list[Item], synth, sampling, key, conditioning: str = "c
     ok = [i for i in range(len(items)) if waves[i] is not None][:timed]
     if ok:
         timing.update(_single_sentence_timing(synth, [items[i].text for i in ok], [conds[i] for i in ok],
-                                              sampling, key))
+                                              sampling, key, [decoder_speakers[i] for i in ok]))
     return Rendered(waves, synth.sample_rate, failures, timing)
 
 
-def _single_sentence_timing(synth, texts, conds, sampling, key) -> dict:
+def _single_sentence_timing(synth, texts, conds, sampling, key, speakers) -> dict:
     """Warm batch-1 latency, as a user of ``tools/synthesize.py`` meets it: whole sentence, and
     the first audio of :meth:`Synthesizer.stream`."""
     import jax
 
-    def first_audio(text, cond):
+    def first_audio(text, cond, speaker):
         t0 = time.perf_counter()
-        for piece in synth.stream(text, cond, jax.random.key(0), sampling):
+        for piece in synth.stream(text, cond, jax.random.key(0), sampling, speaker=speaker):
             if len(piece):
                 return time.perf_counter() - t0
         return float("nan")
 
-    synth.synthesize(texts[:1], conds[:1], key, sampling, batch_size=1)  # compile batch 1
-    first_audio(texts[0], conds[0])
+    synth.synthesize(texts[:1], conds[:1], key, sampling, batch_size=1, speaker=speakers[0])  # compile batch 1
+    first_audio(texts[0], conds[0], speakers[0])
     rtf, ttfa = [], []
-    for text, cond in zip(texts, conds):
+    for text, cond, speaker in zip(texts, conds, speakers):
         t0 = time.perf_counter()
-        (wave,) = synth.synthesize([text], [cond], key, sampling, batch_size=1)
+        (wave,) = synth.synthesize([text], [cond], key, sampling, batch_size=1, speaker=speaker)
         rtf.append((time.perf_counter() - t0) / max(len(wave) / synth.sample_rate, 1e-9))
-        ttfa.append(first_audio(text, cond))
+        ttfa.append(first_audio(text, cond, speaker))
     return {"single_rtf": float(np.median(rtf)), "time_to_first_audio": float(np.median(ttfa)),
             "timed_sentences": len(texts)}

@@ -139,14 +139,38 @@ def speaker_from_wavs(model: TTS, paths: Sequence[str]) -> np.ndarray:
     return condition_from_mels(model.conditioner, reference_mels(waves, cfg))
 
 
-def decoder_speaker_from_wavs(checkpoint: str | Path, model: TTS, paths: Sequence[str]) -> np.ndarray | None:
-    """The decoder's speaker embedding ``[e]`` from reference recordings, by the speaker encoder
-    beside the checkpoint (``speaker_encoder.safetensors``, XTTS-v2's ResNet); None without one.
-    As XTTS-v2, each reference is read at the conditioning rate and cut to ``max_ref_seconds``."""
+def decoder_speaker_dim(vocoder: Vocoder, dvae: DVAE | None) -> int:
+    """Length of the speaker vector the rendering reads (0: none): a speaker-conditioned DVAE's
+    reference features when codes render through the DVAE, else the vocoder's speaker embedding."""
+    if dvae is not None and dvae.cfg.decoder_speaker and vocoder.features == "mel":
+        return dvae.cfg.speaker_dim
+    return vocoder.speaker_dim
+
+
+def dvae_reference_features(dvae: DVAE, paths: Sequence[str | Path]) -> np.ndarray:
+    """What a speaker-conditioned DVAE decoder reads of reference recordings ``[2 * n_mels]``."""
+    from xtts_jax.audio.io import load_audio
+    from xtts_jax.audio.mel import log_mel
+    from xtts_jax.models.dvae import reference_features
+
+    cfg = dvae.cfg
+    return reference_features([log_mel(load_audio(p, cfg.mel.sample_rate), cfg.mel, cfg.mel_stats) for p in paths], cfg)
+
+
+def decoder_speaker_from_wavs(checkpoint: str | Path, model: TTS, paths: Sequence[str],
+                              dvae: DVAE | None = None) -> np.ndarray | None:
+    """The decoder's speaker vector from reference recordings: a speaker-conditioned ``dvae``'s
+    :func:`~xtts_jax.models.dvae.reference_features` of them, else the embedding of the speaker
+    encoder beside the checkpoint (``speaker_encoder.safetensors``, XTTS-v2's ResNet); None
+    without either. As XTTS-v2, each reference is read at the conditioning rate and cut to
+    ``max_ref_seconds``."""
+    from xtts_jax.audio.io import load_audio
+
+    if dvae is not None and dvae.cfg.decoder_speaker:
+        return dvae_reference_features(dvae, paths)
     encoder_path = Path(checkpoint).with_name("speaker_encoder.safetensors")
     if not encoder_path.is_file():
         return None
-    from xtts_jax.audio.io import load_audio
     from xtts_jax.convert.speaker_encoder import load_speaker_encoder
     from xtts_jax.models.speaker_encoder import speaker_embedding
 
@@ -173,8 +197,8 @@ def _latents(model: TTS, cond, text, audio):
 
 
 @eqx.filter_jit
-def _dvae_mel(dvae: DVAE, codes):
-    return dvae.decode(codes)
+def _dvae_mel(dvae: DVAE, codes, speaker=None):
+    return dvae.decode(codes, speaker)
 
 
 def stretch(features: np.ndarray, speed: float) -> np.ndarray:
@@ -195,13 +219,23 @@ def dvae_codes(codes: Sequence[int], cfg: TTSConfig) -> list[int]:
 
 def render_dvae_codes(dvae: DVAE, vocoder: Vocoder, codes: Sequence[int], speaker: np.ndarray | None = None,
                       speed: float = 1.0) -> np.ndarray:
-    """Waveform of DVAE codes: the DVAE decoder's log-mel (stretched for ``speed``) through a mel ``vocoder``."""
+    """Waveform of DVAE codes: the DVAE decoder's log-mel (stretched for ``speed``) through a mel ``vocoder``.
+    ``speaker`` goes to the decoder that reads one: a speaker-conditioned DVAE (its
+    :func:`~xtts_jax.models.dvae.reference_features`; None: unconditioned), else the vocoder."""
     n = len(codes)
     if n == 0:
         return np.zeros(0, np.float32)
     padded = np.zeros(-(-n // 16) * 16, np.int32)  # a few lengths, a few compiles
     padded[:n] = codes
-    mel = np.asarray(_dvae_mel(dvae, jnp.asarray(padded)))[:, : n * dvae.cfg.downsample]
+    dvae_speaker = None
+    if dvae.cfg.decoder_speaker:
+        if vocoder.speaker_dim:
+            raise UserError("a speaker-conditioned DVAE renders through a vocoder that takes no speaker embedding")
+        if speaker is not None:
+            dvae_speaker = jnp.asarray(check_speaker(np.asarray(speaker, np.float32).reshape(-1), dvae.cfg.speaker_dim,
+                                                     "the DVAE decoder's speaker features")[0])
+        speaker = None
+    mel = np.asarray(_dvae_mel(dvae, jnp.asarray(padded), dvae_speaker))[:, : n * dvae.cfg.downsample]
     if dvae.cfg.mel_stats is not None:  # the decoders take the plain log-mel
         mean, std = dvae.cfg.mel_stats.arrays()
         mel = mel * std + mean
@@ -299,9 +333,9 @@ class Synthesizer:
         return wave
 
     def synthesize(self, texts: Sequence[str], conds: Sequence[np.ndarray], key, sampling: SamplingConfig,
-                   batch_size: int = 8, speaker: np.ndarray | None = None, progress=None) -> list[np.ndarray]:
+                   batch_size: int = 8, speaker=None, progress=None) -> list[np.ndarray]:
         """One waveform per text: its sentences sampled in batches of ``batch_size`` rows, rendered,
-        joined. ``progress(message)`` is called after each batch is sampled and after every
+        joined. ``speaker``: the decoder's speaker (one array, or a list of one per text). ``progress(message)`` is called after each batch is sampled and after every
         ``batch_size`` sentences rendered; warnings (a sentence cut at the token limit, one with no
         audio, a silent one, one the decoder failed on and left out) go to it too, or to
         :func:`warnings.warn` without it, so no sentence is lost unsaid."""
@@ -311,6 +345,10 @@ class Synthesizer:
             raise UserError(f"text {empty[0] + 1} is empty")
         rows = [self.text_row(s) for _, s in sentences]
         row_conds = [conds[i] for i, _ in sentences]
+        per_text = isinstance(speaker, (list, tuple))
+        if per_text and len(speaker) != len(texts):
+            raise UserError(f"{len(speaker)} decoder speakers for {len(texts)} texts")
+        row_speakers = [speaker[i] if per_text else speaker for i, _ in sentences]
         codes = []
         for b in range(0, len(rows), batch_size):
             key, sub = jax.random.split(key)
@@ -325,8 +363,8 @@ class Synthesizer:
         gap = np.zeros(int(self.gap_seconds * self.sample_rate), np.float32)
         waves: list[list[np.ndarray]] = [[] for _ in texts]
         rendered = 0
-        for n, ((i, sentence), c, r, cond) in enumerate(zip(sentences, codes, rows, row_conds), 1):
-            wave = self._render_or_warn(n, len(sentences), sentence, c, cond, r, speaker, progress)
+        for n, ((i, sentence), c, r, cond, spk) in enumerate(zip(sentences, codes, rows, row_conds, row_speakers), 1):
+            wave = self._render_or_warn(n, len(sentences), sentence, c, cond, r, spk, progress)
             waves[i] += [gap, wave] if waves[i] else [wave]
             rendered += len(wave)
             if progress and (n % batch_size == 0 or n == len(sentences)):

@@ -11,6 +11,13 @@ through ``stop_gradient``; after each optimiser step the trainer calls the pure 
 :func:`ema_update` and :func:`restart_dead_codes` (state in, state out) and puts the result back
 with ``eqx.tree_at`` (:func:`update_codebook` does all three).
 
+A speaker-conditioned decoder (``decoder_speaker``, as XTTS-v2's HiFiGAN takes a speaker
+embedding beside the GPT latents) also reads :func:`reference_features` of a reference recording:
+each stage of the decoder is scaled and shifted by a zero-initialised map of those features (FiLM),
+so a DVAE trained without it starts from the same output, and the features put back the timbre the
+1,024 codes lose for a voice they were not trained on. No features (``speaker=None``) is the
+unconditioned decoder (trained so by feature dropout).
+
 A shipped model needs only decoding (codes -> mel): :func:`save_dvae` with ``decoder_only`` writes
 the decoder and the codebook vectors, and the DVAE loaded from such a file refuses to encode.
 """
@@ -45,6 +52,8 @@ class DVAEConfig:
     recon_loss: str = "mse"  # Tortoise DiscreteVAE default (MSE); "l1" also allowed
     mel: MelConfig = MelConfig()
     mel_stats: MelStats | None = None  # per-channel normalisation the model was trained with
+    decoder_speaker: bool = False  # the decoder also reads reference_features (2 * n_mels values)
+    speaker_hidden: int = 32  # width of the map from those features to the decoder's scales and shifts
 
     def __post_init__(self):
         if self.kernel_size % 2 != 1:
@@ -57,6 +66,11 @@ class DVAEConfig:
     @property
     def downsample(self) -> int:
         return 2**self.num_layers
+
+    @property
+    def speaker_dim(self) -> int:
+        """Length of the reference features the decoder reads (0: it reads none)."""
+        return 2 * self.n_mels if self.decoder_speaker else 0
 
     def n_tokens(self, n_samples: int) -> int:
         """Tokens for a waveform of ``n_samples``: its mel frames / downsample, rounded up."""
@@ -127,6 +141,26 @@ class Upsample(eqx.Module):
         return self.conv(jnp.repeat(x, 2, axis=-1))
 
 
+class SpeakerFiLM(eqx.Module):
+    """Reference features -> a scale and shift for each decoder stage, and an offset of the output
+    mel. The last layer starts at zero: the decoder's output is unchanged until training moves it."""
+
+    hidden: eqx.nn.Linear
+    out: eqx.nn.Linear
+    sizes: tuple[int, ...] = eqx.field(static=True)
+
+    def __init__(self, features: int, sizes: tuple[int, ...], key: PRNGKeyArray, width: int):
+        k1, k2 = jax.random.split(key)
+        self.hidden = eqx.nn.Linear(features, width, key=k1)
+        out = eqx.nn.Linear(width, sum(sizes), key=k2)
+        self.out = eqx.tree_at(lambda m: (m.weight, m.bias), out, (jnp.zeros_like(out.weight), jnp.zeros_like(out.bias)))
+        self.sizes = sizes
+
+    def __call__(self, features: Float[Array, " f"]) -> list[Float[Array, " s"]]:
+        flat = self.out(jax.nn.gelu(self.hidden(features)))
+        return jnp.split(flat, np.cumsum(self.sizes)[:-1])
+
+
 DECODER_ONLY = ("this DVAE holds only the DVAE decoder (a packed model); encoding audio needs the full DVAE "
                 "from recipes/train_dvae.py")
 
@@ -135,6 +169,7 @@ class DVAE(eqx.Module):
     encoder: tuple
     decoder: tuple
     codebook: Codebook
+    speaker_film: SpeakerFiLM | None
     cfg: DVAEConfig = eqx.field(static=True)
     decoder_only: bool = eqx.field(static=True)  # loaded without its encoder: encoding is refused
 
@@ -153,6 +188,10 @@ class DVAE(eqx.Module):
         dec += [eqx.nn.Conv1d(dec_chans[-1], cfg.n_mels, 1, key=next(keys))]
         self.encoder, self.decoder = tuple(enc), tuple(dec)
         self.codebook = Codebook.init(cfg, next(keys))
+        # FiLM after the input conv and each upsampling (scale and shift), an offset of the output
+        sizes = tuple(2 * c for c in dec_chans) + (cfg.n_mels,)
+        self.speaker_film = (SpeakerFiLM(cfg.speaker_dim, sizes, next(keys), cfg.speaker_hidden)
+                             if cfg.decoder_speaker else None)
         self.cfg = cfg
         self.decoder_only = decoder_only
 
@@ -171,17 +210,36 @@ class DVAE(eqx.Module):
         """Audio tokens of one (normalised) log-mel."""
         return nearest_code(jax.lax.stop_gradient(self.codebook.embed), self.encode_latents(mel))
 
-    def decode(self, codes: Int[Array, " tokens"]) -> Float[Array, "n_mels frames"]:
-        return self.decode_latents(jax.lax.stop_gradient(self.codebook.embed)[codes])
+    def decode(self, codes: Int[Array, " tokens"], speaker: Float[Array, " f"] | None = None
+               ) -> Float[Array, "n_mels frames"]:
+        return self.decode_latents(jax.lax.stop_gradient(self.codebook.embed)[codes], speaker)
 
-    def decode_latents(self, q: Float[Array, "tokens codebook_dim"]) -> Float[Array, "n_mels frames"]:
+    def decode_latents(self, q: Float[Array, "tokens codebook_dim"], speaker: Float[Array, " f"] | None = None
+                       ) -> Float[Array, "n_mels frames"]:
+        """Mel from code vectors; ``speaker`` (:func:`reference_features`) only for a
+        speaker-conditioned decoder, where None (all zeros) is the unconditioned decoder."""
+        if self.speaker_film is None:
+            if speaker is not None:
+                raise UserError("this DVAE decoder takes no speaker features")
+            film = None
+        else:
+            film = iter(self.speaker_film(jnp.zeros(self.cfg.speaker_dim) if speaker is None else speaker))
+
+        def modulate(h):
+            if film is None:
+                return h
+            scale, shift = jnp.split(next(film), 2)
+            return h * (1 + scale[:, None]) + shift[:, None]
+
         h = q.T
         n_res = self.cfg.num_resnet_blocks
-        for layer in self.decoder[: 1 + n_res]:
+        h = modulate(self.decoder[0](h))
+        for layer in self.decoder[1 : 1 + n_res]:
             h = layer(h)
         for layer in self.decoder[1 + n_res : -1]:
-            h = jax.nn.relu(layer(h))
-        return self.decoder[-1](h)
+            h = modulate(jax.nn.relu(layer(h)))
+        out = self.decoder[-1](h)
+        return out if film is None else out + next(film)[:, None]
 
     def __call__(self, mel: Float[Array, "n_mels frames"]):
         """``(reconstruction [n_mels, frames], codes [tokens], z_e [tokens, dim], q [tokens, dim])``.
@@ -294,6 +352,21 @@ def dvae_mel(wave: np.ndarray, cfg: DVAEConfig, bucket_tokens: int = 1) -> np.nd
     return np.concatenate([mel, pad], axis=1)
 
 
+def reference_features(mels: list[np.ndarray], cfg: DVAEConfig, speech_quantile: float = 0.3) -> np.ndarray:
+    """What a speaker-conditioned decoder reads of its reference recordings: the mean and the
+    standard deviation of each (normalised) mel channel over their speech frames (frames louder
+    than the ``speech_quantile`` of each recording), ``[2 * n_mels]``; several references are pooled."""
+    frames = []
+    for m in mels:
+        m = np.asarray(m, np.float32)
+        if m.ndim != 2 or m.shape[0] != cfg.n_mels or m.shape[1] == 0:
+            raise UserError(f"a reference mel must be [{cfg.n_mels}, frames], got {m.shape}")
+        energy = m.mean(0)
+        frames.append(m[:, energy >= np.quantile(energy, speech_quantile)])
+    joined = np.concatenate(frames, axis=1)
+    return np.concatenate([joined.mean(1), joined.std(1)]).astype(np.float32)
+
+
 def decoder_part(model: DVAE) -> DVAE:
     """What decoding codes needs: the decoder and the codebook vectors; the encoder and the EMA
     statistics (training state) become None."""
@@ -324,7 +397,8 @@ def load_dvae(path: str) -> DVAE:
         return load_safetensors(like, path, "DVAE checkpoint")
     part = load_safetensors(decoder_part(like), path, "DVAE checkpoint")
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), like)
-    return eqx.tree_at(lambda m: (m.decoder, m.codebook.embed), zeros, (part.decoder, part.codebook.embed))
+    return eqx.tree_at(lambda m: (m.decoder, m.codebook.embed, m.speaker_film), zeros,
+                       (part.decoder, part.codebook.embed, part.speaker_film), is_leaf=lambda x: x is None)
 
 
 def pad_frames(mel: Float[Array, "n_mels frames"], multiple: int, value: float) -> Float[Array, "n_mels padded"]:

@@ -170,11 +170,41 @@ class WaveSegments:
         self.waves, self.batch_size, self.segment, self.seed = waves, batch_size, segment, seed
 
     def __call__(self, step: int) -> np.ndarray:
+        return self._rows(step)[0]
+
+    def _rows(self, step: int, extra: int = 0) -> tuple[np.ndarray, list[int], np.random.Generator]:
+        """The batch with ``extra`` zero columns after each segment, the utterance of each row, the rng."""
         rng = np.random.default_rng((self.seed, step))
-        out = np.zeros((self.batch_size, self.segment), np.float32)
+        out = np.zeros((self.batch_size, self.segment + extra), np.float32)
+        picked = []
         for row in range(self.batch_size):
-            w = self.waves[rng.integers(len(self.waves))]
+            picked.append(int(rng.integers(len(self.waves))))
+            w = self.waves[picked[-1]]
             start = rng.integers(max(len(w) - self.segment, 0) + 1)
             piece = w[start : start + self.segment]
             out[row, : len(piece)] = piece  # short utterances end in digital silence
+        return out, picked, rng
+
+
+class WaveSegmentsWithReference(WaveSegments):
+    """:class:`WaveSegments` for a speaker-conditioned decoder: each row is a segment followed by
+    the ``features`` (``[utterances, F]``) of another utterance of the same speaker, drawn per
+    batch (the segment's own utterance only when its speaker has no other): ``[batch, segment + F]``."""
+
+    def __init__(self, waves: list[np.ndarray], speakers: list[str], features: np.ndarray, batch_size: int,
+                 segment: int, seed: int):
+        super().__init__(waves, batch_size, segment, seed)
+        if len(speakers) != len(waves) or len(features) != len(waves):
+            raise UserError(f"{len(waves)} utterances, {len(speakers)} speakers and {len(features)} feature rows")
+        self.features = np.asarray(features, np.float32)
+        by_speaker: dict[str, list[int]] = {}
+        for i, s in enumerate(speakers):
+            by_speaker.setdefault(s, []).append(i)
+        self.others = [[j for j in by_speaker[s] if j != i] or [i] for i, s in enumerate(speakers)]
+
+    def __call__(self, step: int) -> np.ndarray:
+        width = self.features.shape[1]
+        out, picked, rng = self._rows(step, width)
+        for row, i in enumerate(picked):
+            out[row, self.segment :] = self.features[self.others[i][rng.integers(len(self.others[i]))]]
         return out
