@@ -27,8 +27,7 @@ def test_second_process_reads_the_cache_and_speaks_the_same(tmp_path):
     assert second == first
     after = {p.name for p in cache.iterdir()}
     # every program the first process stored has the same key in the second, so it was loaded, not
-    # compiled anew; the second may store small generic programs (broadcasts, splits) that compiled
-    # under the 0.1 s threshold the first time and over it on a loaded machine, but never a new key
+    # compiled anew; the tools store every program, however small, so the second stores nothing new
     # for the sampler or the DVAE decoder, the programs the cache is for
     program = lambda name: name.rsplit("-", 2)[0]  # noqa: E731  ("jit_<name>-<hash>-cache")
     heavy = {"jit_generate_padded", "jit__dvae_mel"}
