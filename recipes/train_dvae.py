@@ -13,10 +13,10 @@ reconstruction), and ``dvae.safetensors`` with its config for ``tools/encode_aud
 its encoder and codebook stay frozen (the codes, and a generator trained on them, stay valid), and
 the decoder learns to read :func:`~xtts_jax.models.dvae.reference_features` of another recording of
 the segment's speaker. Half the segments (and their references, alike) pass through a random
-voice change, a warp of the mel axis and a spectral tilt, while their codes still come from the
-original: the decoder sees many more voices than the corpus has and must take their timbre from
-the reference, not from the codes (as a generator's codes for an unheard voice carry the timbre of
-a training voice near it).
+voice change, a warp of the mel axis and a spectral tilt, so the decoder sees many more voices
+than the corpus has and must take their timbre from the reference. (``--codes-from original``
+takes a changed segment's codes from the voice before the change, so the decoder must turn one
+voice into another; it cloned the unheard voices less well: docs/default_model.)
 
     python recipes/train_dvae.py --data data/speech --preset xtts-v2 --steps 20000
     python recipes/train_dvae.py --data data/speech --init runs/dvae/dvae.safetensors --decoder-speaker \
@@ -56,9 +56,10 @@ class DVAETask:
 
     config: DVAEConfig
     init: DVAE | None = None  # a trained DVAE to start from (its encoder and codebook kept)
-    voice_warp: float = 0.15  # speaker decoder: the mel axis is scaled by 1 +- up to this
-    voice_tilt: float = 1.5  # and tilted by up to this many nats from the lowest to the highest mel
+    voice_warp: float = 0.1  # speaker decoder: the mel axis is scaled by 1 +- up to this
+    voice_tilt: float = 1.0  # and tilted by up to this many nats from the lowest to the highest mel
     reference_dropout: float = 0.1  # share of segments whose decoder gets no reference
+    codes_from: str = "changed"  # a changed segment's codes: of the "changed" voice or the "original"
 
     def init_model(self, key: jax.Array) -> DVAE:
         model = DVAE(self.config, key)
@@ -101,9 +102,9 @@ class DVAETask:
                         ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
         """Source mels (what the codes are taken from), target mels, mask and reference features of
         a :class:`WaveSegmentsWithReference` batch. With a ``key`` (training) the voice changes and
-        the reference dropout are drawn: a changed segment's codes still come from the original
-        voice, and the decoder must turn them into the changed one from its reference alone, as it
-        must a generator's codes that lean towards a training voice near the wanted one."""
+        the reference dropout are drawn; a changed segment's codes come from the changed voice, or
+        with ``codes_from="original"`` from the voice before the change (the decoder must then
+        turn them into the changed one from its reference alone)."""
         width = self.config.speaker_dim
         mels, mask = self._mels(batch[:, :-width])
         source, feats = mels, batch[:, -width:]
@@ -115,6 +116,8 @@ class DVAETask:
             tilt = jnp.where(on, jax.random.uniform(k_tilt, (n,), minval=-1, maxval=1) * self.voice_tilt, 0.0)
             mels, feats = jax.vmap(lambda m, f, a, t: change_voice(m, f, a, t, self.config))(mels, feats, alpha, tilt)
             feats = jnp.where(jax.random.bernoulli(k_drop, self.reference_dropout, (n, 1)), 0.0, feats)
+            if self.codes_from == "changed":
+                source = mels
         return source, mels, mask, feats
 
     def loss(self, model: DVAE, batch: jax.Array, key) -> tuple[jax.Array, dict]:
@@ -317,8 +320,10 @@ def main(argv: list[str] | None = None) -> int:
                     "--preset is ignored)")
     ap.add_argument("--decoder-speaker", action="store_true",
                     help="with --init: train a speaker-conditioned decoder on its frozen encoder and codebook")
-    ap.add_argument("--voice-warp", type=float, default=0.15, help="speaker decoder: largest mel-axis scaling (+-)")
-    ap.add_argument("--voice-tilt", type=float, default=1.5, help="speaker decoder: largest spectral tilt, nats (+-)")
+    ap.add_argument("--voice-warp", type=float, default=0.1, help="speaker decoder: largest mel-axis scaling (+-)")
+    ap.add_argument("--voice-tilt", type=float, default=1.0, help="speaker decoder: largest spectral tilt, nats (+-)")
+    ap.add_argument("--codes-from", choices=("changed", "original"), default="changed",
+                    help="speaker decoder: a voice-changed segment's codes come from the changed voice or the original")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
@@ -338,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     train = load_waves(train_utts, base.mel.sample_rate, None, args.seed)
     held = load_waves(held_utts, base.mel.sample_rate, None, args.seed + 1)
     stats = base.mel_stats or compute_mel_stats(log_mel(w, base.mel) for w in train[: args.stats_utterances])
-    task = DVAETask(dataclasses.replace(base, mel_stats=stats), init, args.voice_warp, args.voice_tilt)
+    task = DVAETask(dataclasses.replace(base, mel_stats=stats), init, args.voice_warp, args.voice_tilt,
+                    codes_from=args.codes_from)
     if task.speaker:
         def segments(waves, utts, seed):
             feats = utterance_features(waves, task.config)

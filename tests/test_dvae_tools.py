@@ -248,3 +248,24 @@ def test_decoder_speaker_needs_a_trained_dvae(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         train_dvae.main(["--data", str(tmp_path), "--decoder-speaker", "--out", str(tmp_path / "o")])
     assert e.value.code == 2 and "give --init" in capsys.readouterr().err
+
+
+def test_changed_segments_take_codes_of_the_changed_or_the_original_voice(tiny_model):
+    import dataclasses
+
+    task = _speaker_task(tiny_model)
+    waves = [_wave(1.0, 220, 4), _wave(0.6, 700, 5)]
+    feats = train_dvae.utterance_features(waves, task.config)
+    batch = jnp.asarray(train_dvae.WaveSegmentsWithReference(waves, ["a", "a"], feats, 8, 4096, seed=3)(0))
+    plain, _ = task._mels(batch[:, :-task.config.speaker_dim])
+    source, target, mask, refs = task._speaker_inputs(batch, jax.random.key(0))
+    np.testing.assert_array_equal(source, target)  # the default: codes of the changed voice
+    changed = np.abs(np.asarray(target - plain)).max(axis=(1, 2)) > 1e-3
+    assert 0 < changed.sum() < 8  # about half the segments
+    source, target2, _, _ = dataclasses.replace(task, codes_from="original")._speaker_inputs(batch, jax.random.key(0))
+    np.testing.assert_array_equal(target2, target)
+    np.testing.assert_array_equal(source, plain)  # codes from the voice before the change
+    source, target, _, refs = task._speaker_inputs(batch, None)  # evaluation: nothing changed or dropped
+    np.testing.assert_array_equal(source, plain)
+    np.testing.assert_array_equal(target, plain)
+    np.testing.assert_array_equal(refs, batch[:, -task.config.speaker_dim:])

@@ -115,6 +115,8 @@ def test_voice_pool_joins_the_nearest_voice_test(corpus, tmp_path):
         report = json.loads((out / "report.json").read_text())
         nearest[bool(pool)] = {r: report["rungs"][r]["overall"]["nearest_voice"] for r in ("recording", "wavs")}
         assert report["voice_pool"] == ([VOICES[1]] if pool else None)
+        said = f"the nearest-voice test also counts 1 other voices ({VOICES[1]})"
+        assert (said in (out / "report.md").read_text()) == bool(pool)
     assert nearest[False] == {"recording": 1.0, "wavs": 1.0}
     assert nearest[True] == {"recording": 1.0, "wavs": 0.0}
 

@@ -16,7 +16,9 @@ def markdown(report: dict) -> str:
     lines = [f"Evaluation of `{report['manifest']}`: {report['utterances']} utterances, "
              f"{len(report['speakers'])} voices; recogniser {report['asr']}; speaker embedding {report['embedder']}"
              + (f"; the model keeps the best of {report['candidates']} sampled candidates" if (report.get("candidates") or 1) > 1
-                else "") + ".", "",
+                else "")
+             + (f"; the nearest-voice test also counts {len(report['voice_pool'])} other voices "
+                f"({', '.join(report['voice_pool'])})" if report.get("voice_pool") else "") + ".", "",
              "| rung | WER | CER | similarity to reference | to other voices | nearest voice right | failed |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for rung in rungs:
