@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Rebuild the default model from nothing on a 2-core CPU, through the mission's chain:
 # speech corpora -> multi-voice DVAE -> audio tokens -> code recogniser alignments -> XTTS-style
-# generator (phoneme text, 1024-d speaker vectors, text pointer) -> reranking recogniser -> 16-bit
-# package -> evaluation (Whisper WER, speaker similarity) on held-out sentences and held-out voices.
+# generator (phoneme text, 1024-d speaker vectors, text pointer) -> reranking recogniser -> a DVAE
+# decoder that reads the voice's reference -> 16-bit package -> evaluation (Whisper WER, speaker
+# similarity) on held-out sentences and held-out voices.
 # The shipped default model (xtts_jax/assets/tts_demo, 2026-12-07) is this script's output with its
-# defaults: WER 0.151 / 0.159 on the held-out evaluation (two sampling seeds; MODEL_CARD.md).
+# defaults: WER 0.140 / 0.153 on the held-out evaluation (two sampling seeds; MODEL_CARD.md).
 #
 #     bash recipes/tts_demo.sh [OUT] [GENERATOR_STEPS]      # defaults: runs/tts_demo 2000
 #
@@ -21,10 +22,10 @@
 #
 # Needs `apt-get install flite festival festvox-kallpc16k espeak-ng` (training and reference speech
 # only; nothing on the synthesis path calls them) and the eval extra. Stage times measured on the
-# 2-core CPU (docs/default_model/README.md): corpora about 20 min (two at a time), DVAE 40 min,
-# tokens 15 min, alignment recogniser and alignments 5 min, the generator 1.55 s a step in bfloat16
-# (2,000 steps: 55 min with loading), reranking recogniser 4 min, evaluation about 20 min (RUNGS=model:
-# 11 min): about 2 h 40 min.
+# 2-core CPU (docs/default_model/README.md): corpora about 20 min (two at a time), DVAE 40 min, its
+# reference-reading decoder 22 min, tokens 15 min, alignment recogniser and alignments 5 min, the
+# generator 1.55 s a step in bfloat16 (2,000 steps: 55 min with loading), reranking recogniser 4 min,
+# evaluation about 12-20 min (RUNGS=model: 6 min): about 2 h 50 min - 3 h.
 # Each stage is skipped when its output exists and the trainers resume from their last checkpoint, so
 # a run that stops (or a session that ends) goes on where it was by running the same command again.
 set -euo pipefail
@@ -61,6 +62,14 @@ resume() { [ -d "$1/checkpoints" ] && echo --resume || true; }
 [ -f "$OUT/dvae/dvae.safetensors" ] || $PY recipes/train_dvae.py --data "$PILOT,$VOICES" --eval-data "$PILOT/eval.jsonl" \
     --eval-voices-data "$HELDOUT/espeak2.jsonl" --preset small --steps 9000 --batch-size 16 \
     --eval-every 3000 --out "$OUT/dvae" $(resume "$OUT/dvae")
+# 2b. the speaker-conditioned decoder of that DVAE (its encoder and codebook frozen, so the codes stay
+#    the same): it reads the mean and spread of each mel channel of a reference recording, and half
+#    its segments pass through a random voice change, so it takes an unheard voice's timbre from its
+#    reference instead of from the codes
+[ -f "$OUT/dvae_speaker/dvae.safetensors" ] || $PY recipes/train_dvae.py --data "$PILOT,$VOICES" \
+    --eval-voices-data "$HELDOUT/espeak2.jsonl" --init "$OUT/dvae/dvae.safetensors" \
+    --decoder-speaker --steps 5000 --batch-size 16 --max-utterances 8000 --eval-every 1000 \
+    --out "$OUT/dvae_speaker" $(resume "$OUT/dvae_speaker")
 # 3. every corpus as audio codes (held-out parts capped: the trainers' held-out losses sample a few batches)
 D=$OUT/dvae/dvae.safetensors
 encode() { [ -f "$2.json" ] || $PY tools/encode_audio.py --dvae "$D" --data "$1" --out "$2" "${@:3}"; }
@@ -100,14 +109,16 @@ fi
 [ -f "$OUT/recognizer/recognizer.safetensors" ] ||
     $PY recipes/train_recognizer.py --tokens "$ALL" --eval-tokens "$HELD" --tts "$OUT/tts/tts.safetensors" \
     --n-embd 64 --n-layer 4 --steps 2000 --out "$OUT/recognizer"
-# 7. the package: 16-bit generator, decoder-only DVAE, recogniser, flite's four voices (1024-d)
+# 7. the package: 16-bit generator, decoder-only DVAE that reads the reference, recogniser, flite's
+#    four voices (1024-d, and each voice's reference features for the decoder, from 20 of its clips)
 mkdir -p "$OUT/ship_speakers"
 cp "$OUT"/tts/speakers/flite_{kal,awb,rms,slt}.npy "$OUT/ship_speakers/"
-$PY tools/pack_model.py --tts "$OUT/tts/tts.safetensors" --dvae "$OUT/tts/dvae.safetensors" \
-    --speakers "$OUT/ship_speakers" --recognizer "$OUT/recognizer/recognizer.safetensors" --out "$OUT/package" \
+$PY tools/pack_model.py --tts "$OUT/tts/tts.safetensors" --dvae "$OUT/dvae_speaker/dvae.safetensors" \
+    --voice-data "$PILOT/train.jsonl" --speakers "$OUT/ship_speakers" --recognizer "$OUT/recognizer/recognizer.safetensors" --out "$OUT/package" \
     --temperature 0.3 --top-k 50 --top-p 0.85 --repetition-penalty 1 --candidates "$CANDIDATES"  # chosen on held-out data
 # 8. evaluation: the 48 held-out sentences, 20 a voice, in the seven voices; every rung from the
-#    recordings to the model
+#    recordings to the model; the nearest-voice test also against the 23 espeak-ng training voices
 $PY tools/evaluate_tts.py --manifest "$HELDOUT/eval.jsonl" --checkpoint "$OUT/package/tts.safetensors" \
-    --dvae "$D" --rungs "${RUNGS:-recording,mel,dvae,model}" --per-speaker 20 --seed 0 --out "$OUT/eval"
+    --dvae "$OUT/dvae_speaker/dvae.safetensors" --rungs "${RUNGS:-recording,mel,dvae,model}" --per-speaker 20 --seed 0 \
+    --voice-pool "$PILOT/train.jsonl,$VOICES/train.jsonl" --pool-clips 3 --out "$OUT/eval"
 echo "to ship: copy $OUT/package/* and $OUT/eval into xtts_jax/assets/tts_demo/ and update its MODEL_CARD.md and card.json"

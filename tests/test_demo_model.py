@@ -42,12 +42,15 @@ def test_demo_is_small_and_complete(card, synth):
     weights = sum(p.stat().st_size for p in DEMO.glob("*.safetensors"))
     assert weights <= 20 * 2**20, f"{weights / 2**20:.1f} MiB of weights"
     assert (DEMO / "MODEL_CARD.md").is_file()
-    speakers = sorted(p.stem for p in (DEMO / "speakers").glob("*.npy"))
+    speakers = sorted(p.stem for p in (DEMO / "speakers").glob("*.npy") if not p.stem.endswith(".decoder"))
     assert speakers == sorted(card["speakers"]) and len(speakers) >= 2
     d = synth.model.config.speaker_width
+    assert synth.dvae.cfg.decoder_speaker  # the decoder reads each voice's reference features
     for name in speakers:
         emb = P.load_speaker_embedding(DEMO / "speakers" / f"{name}.npy", d)
         assert emb.shape[1] == d
+        features = P.load_speaker_embedding(DEMO / "speakers" / f"{name}.decoder.npy", synth.dvae.cfg.speaker_dim)
+        assert features.shape == (1, 160)
     # any English sentence is read: numbers, abbreviations, capitals, accents and unknown words
     for text in [*card["heldout_sentences"], "On 12/05 Dr. Zyxqwv paid $3.50 for a CAFÉ au lait at 9:30am!"]:
         assert len(P.text_tokens(text, synth.model.config)) > 2

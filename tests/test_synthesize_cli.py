@@ -164,3 +164,12 @@ def test_speaker_embedding_defaults_to_the_shipped_demo(tmp_path):
     assert r.returncode == 0, r.stderr
     emb = np.load(tmp_path / "emb.npy")
     assert emb.shape == (16, 1024) and emb.dtype == np.float32
+    # and the decoder's reference features of the same recordings, where synthesize.py looks for them
+    from xtts_jax.assets import TTS_DEMO
+    from xtts_jax.inference.tts import dvae_reference_features
+    from xtts_jax.models.dvae import load_dvae
+
+    want = dvae_reference_features(load_dvae(str(TTS_DEMO.with_name("dvae.safetensors"))),
+                                   [tmp_path / "ref.wav", tmp_path / "more.wav"])
+    np.testing.assert_allclose(np.load(tmp_path / "emb.decoder.npy"), want, rtol=1e-5, atol=1e-6)
+    assert "emb.decoder.npy" in r.stdout
