@@ -245,9 +245,9 @@ def subset(utts: list, limit: int | None, seed: int) -> list:
     return utts
 
 
-def load_waves(utts: list, sample_rate: int, limit: int | None, seed: int) -> list[np.ndarray]:
-    """Decoded audio of ``utts``, or of a seeded subset of ``limit``."""
-    return [load_audio(u.audio_path, sample_rate) for u in subset(utts, limit, seed)]
+def load_waves(utts: list, sample_rate: int) -> list[np.ndarray]:
+    """Decoded audio of ``utts``."""
+    return [load_audio(u.audio_path, sample_rate) for u in utts]
 
 
 def corpus_metrics(model: DVAE, waves: list[np.ndarray], speakers: list[str] | None = None) -> dict:
@@ -261,7 +261,12 @@ def corpus_metrics(model: DVAE, waves: list[np.ndarray], speakers: list[str] | N
         for i, s in enumerate(speakers):
             same = [j for j in range(len(waves)) if speakers[j] == s]
             feats[i] = jnp.asarray(own[same[(same.index(i) + 1) % len(same)]])
-    run = eqx.filter_jit(lambda m, x, f: (m.decode(m.encode(x), f), m.encode(x)))
+
+    @eqx.filter_jit
+    def run(m, x, f):
+        codes = m.encode(x)
+        return m.decode(codes, f), codes
+
     l1, all_codes = [], []
     for w, f in zip(waves, feats):
         mel = dvae_mel(w, cfg, bucket_tokens=16)  # padded to few shapes: few compiles
@@ -340,8 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     train_utts, held_utts = load_splits(args.data, args.eval_data, args.seed)
     train_utts = subset(train_utts, args.max_utterances, args.seed)
     held_utts = subset(held_utts, args.eval_utterances, args.seed + 1)
-    train = load_waves(train_utts, base.mel.sample_rate, None, args.seed)
-    held = load_waves(held_utts, base.mel.sample_rate, None, args.seed + 1)
+    train = load_waves(train_utts, base.mel.sample_rate)
+    held = load_waves(held_utts, base.mel.sample_rate)
     stats = base.mel_stats or compute_mel_stats(log_mel(w, base.mel) for w in train[: args.stats_utterances])
     task = DVAETask(dataclasses.replace(base, mel_stats=stats), init, args.voice_warp, args.voice_tilt,
                     codes_from=args.codes_from)
@@ -371,10 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     if voice_utts:  # a corpus without held-out voices writes an empty eval_voices.jsonl
         voice_utts = subset(voice_utts, args.eval_utterances, args.seed + 2)
         scores["heldout_voices"] = corpus_metrics(
-            model, load_waves(voice_utts, base.mel.sample_rate, None, 0), speakers(voice_utts))
+            model, load_waves(voice_utts, base.mel.sample_rate), speakers(voice_utts))
         if task.speaker:  # what the references bring: the same voices with the unconditioned decoder
             scores["heldout_voices_no_reference"] = corpus_metrics(
-                model, load_waves(voice_utts, base.mel.sample_rate, None, 0))
+                model, load_waves(voice_utts, base.mel.sample_rate))
     scores["samples"] = write_listening_samples(model, held[0], os.path.join(args.out, "samples"))
     with open(os.path.join(args.out, "heldout.json"), "w") as f:
         json.dump(scores, f, indent=2)
