@@ -14,9 +14,10 @@ together in batches and joined. The speaker is an embedding (.npy float32, (d,) 
 from tools/speaker_embedding.py), a voice in speakers/ beside the checkpoint, or reference
 recordings (--speaker-wav). Audio is rendered through --vocoder: a HiFiGAN checkpoint, or by
 default vocoder.safetensors beside the checkpoint when there is one (a converted XTTS-v2 folder),
-else the DVAE decoder + Griffin-Lim. A decoder that takes a speaker embedding (XTTS-v2's) gets
-NAME.decoder.npy beside the speaker's .npy, --decoder-speaker, or, with --speaker-wav, the
-embedding of speaker_encoder.safetensors beside the checkpoint.
+else the DVAE decoder + Griffin-Lim. A decoder that takes a speaker vector (XTTS-v2's HiFiGAN, or a
+DVAE decoder that reads reference features, the default model's) gets NAME.decoder.npy beside the
+speaker's .npy, --decoder-speaker, or, with --speaker-wav, what it computes from those recordings
+(the speaker encoder beside the checkpoint, or the DVAE's reference features).
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                      "voice in speakers/ beside the checkpoint (the demo's: flite_awb, flite_kal, flite_rms, flite_slt)")
     who.add_argument("--speaker-wav", nargs="+", help="reference recording(s) of the speaker")
     ap.add_argument("--dvae", help="dvae.safetensors (default: dvae.safetensors beside the checkpoint)")
-    ap.add_argument("--decoder-speaker", help="the decoder's speaker embedding .npy (XTTS-v2's HiFiGAN: 512-d)")
+    ap.add_argument("--decoder-speaker", help="the decoder's speaker vector .npy (XTTS-v2's HiFiGAN: 512-d; a DVAE that "
+                    "reads references: 160-d)")
     ap.add_argument("--vocoder", default="auto", help="griffinlim, a HiFiGAN checkpoint, or auto (default): "
                     "vocoder.safetensors beside the checkpoint if there is one, else griffinlim")
     ap.add_argument("--speed", type=float, default=1.0, help="> 1 speaks faster, < 1 slower (XTTS-v2's speed)")

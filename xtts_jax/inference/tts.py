@@ -164,13 +164,12 @@ def decoder_speaker_from_wavs(checkpoint: str | Path, model: TTS, paths: Sequenc
     encoder beside the checkpoint (``speaker_encoder.safetensors``, XTTS-v2's ResNet); None
     without either. As XTTS-v2, each reference is read at the conditioning rate and cut to
     ``max_ref_seconds``."""
-    from xtts_jax.audio.io import load_audio
-
     if dvae is not None and dvae.cfg.decoder_speaker:
         return dvae_reference_features(dvae, paths)
     encoder_path = Path(checkpoint).with_name("speaker_encoder.safetensors")
     if not encoder_path.is_file():
         return None
+    from xtts_jax.audio.io import load_audio
     from xtts_jax.convert.speaker_encoder import load_speaker_encoder
     from xtts_jax.models.speaker_encoder import speaker_embedding
 
@@ -335,7 +334,8 @@ class Synthesizer:
     def synthesize(self, texts: Sequence[str], conds: Sequence[np.ndarray], key, sampling: SamplingConfig,
                    batch_size: int = 8, speaker=None, progress=None) -> list[np.ndarray]:
         """One waveform per text: its sentences sampled in batches of ``batch_size`` rows, rendered,
-        joined. ``speaker``: the decoder's speaker (one array, or a list of one per text). ``progress(message)`` is called after each batch is sampled and after every
+        joined; ``speaker`` is the decoder's speaker vector (one, or a list of one per text).
+        ``progress(message)`` is called after each batch is sampled and after every
         ``batch_size`` sentences rendered; warnings (a sentence cut at the token limit, one with no
         audio, a silent one, one the decoder failed on and left out) go to it too, or to
         :func:`warnings.warn` without it, so no sentence is lost unsaid."""
