@@ -88,6 +88,12 @@ VOICES = (
     Voice("espeak_alicia", "espeak-ng", "en+Alicia"),
     Voice("espeak_grandpa", "espeak-ng", "en+grandpa"),
     Voice("festival_kal", "festival", "kal_diphone"),
+    # validation voices: no recipe trains on them; rendering settings are chosen on them, so that
+    # espeak_us_m7 and espeak_rp_f2 stay a test
+    Voice("espeak_m4", "espeak-ng", "en+m4"),
+    Voice("espeak_us_m6", "espeak-ng", "en-us+m6", ("-s", "170")),
+    Voice("espeak_linda", "espeak-ng", "en+linda"),
+    Voice("espeak_steph", "espeak-ng", "en+steph", ("-p", "55")),
 )
 EVAL_VOICES = ("flite_rms", "espeak_us_m7")
 

@@ -43,7 +43,7 @@ from xtts_jax.audio.mel import compute_mel_stats, griffin_lim, log_mel, log_mel_
 from xtts_jax.errors import UserError, run_cli
 from xtts_jax.models.dvae import (
     DVAE, PRESETS, DVAEConfig, codebook_stats, dvae_loss, dvae_mel, load_dvae, nearest_code, reference_features,
-    save_dvae, update_codebook,
+    save_dvae, update_codebook, voice_means, with_reference_voices,
 )
 from xtts_jax.train.data import WaveSegments, WaveSegmentsWithReference
 from xtts_jax.train.optim import TrainConfig, make_optimizer
@@ -339,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     if init is not None and init.decoder_only:
         raise UserError(f"--init {args.init} holds only a DVAE decoder (a packed model); give the full DVAE")
     base = init.cfg if init is not None else PRESETS[args.preset]
+    base = dataclasses.replace(base, reference_voices=0, reference_strength=1.0)  # rendering settings: set at export
     if args.decoder_speaker:
         base = dataclasses.replace(base, decoder_speaker=True)
     segment = args.segment_tokens * base.mel.hop_length * base.downsample
@@ -350,11 +351,14 @@ def main(argv: list[str] | None = None) -> int:
     stats = base.mel_stats or compute_mel_stats(log_mel(w, base.mel) for w in train[: args.stats_utterances])
     task = DVAETask(dataclasses.replace(base, mel_stats=stats), init, args.voice_warp, args.voice_tilt,
                     codes_from=args.codes_from)
+    train_voices = None  # a speaker decoder keeps its training voices' mean features (models/dvae.py: steer_reference)
     if task.speaker:
-        def segments(waves, utts, seed):
-            feats = utterance_features(waves, task.config)
+        def segments(waves, utts, feats, seed):
             return WaveSegmentsWithReference(waves, [u.speaker for u in utts], feats, args.batch_size, segment, seed)
-        train_data, eval_data = segments(train, train_utts, args.seed), segments(held, held_utts, args.seed + 1)
+        train_feats = utterance_features(train, task.config)
+        train_voices = voice_means(train_feats, [u.speaker for u in train_utts])
+        train_data = segments(train, train_utts, train_feats, args.seed)
+        eval_data = segments(held, held_utts, utterance_features(held, task.config), args.seed + 1)
     else:
         train_data = WaveSegments(train, args.batch_size, segment, args.seed)
         eval_data = WaveSegments(held, args.batch_size, segment, args.seed + 1)
@@ -366,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(task, cfg, train_data=train_data, eval_data=eval_data, meta={"recipe": "train_dvae"})
     result = trainer.fit(resume=args.resume)
     model = trainer.model(result["state"]["params"])
+    if train_voices is not None:
+        model = with_reference_voices(model, train_voices)
     save_dvae(model, os.path.join(args.out, "dvae.safetensors"))
     speakers = lambda utts: [u.speaker for u in utts]  # noqa: E731
     scores = {"heldout": corpus_metrics(model, held, speakers(held_utts)),

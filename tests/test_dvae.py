@@ -217,3 +217,60 @@ def test_reference_features_are_speech_frame_mean_and_std():
     np.testing.assert_allclose(got, np.concatenate([frames.mean(1), frames.std(1)]), rtol=1e-5)
     with pytest.raises(UserError, match="must be"):
         reference_features([np.zeros((7, 5), np.float32)], cfg)
+
+
+# --- steering a reference away from the nearest training voice ---------------------------------------
+
+def test_steering_pushes_a_reference_from_the_nearest_training_voice():
+    from xtts_jax.models.dvae import steer_reference, voice_means, with_reference_voices
+
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((5, SPEAKER_TINY.speaker_dim)).astype(np.float32)
+    speakers = ["b", "a", "b", "c", "b"]
+    means = voice_means(feats, speakers)  # each voice once, names sorted: a, b, c
+    np.testing.assert_allclose(means, np.stack([feats[1], feats[[0, 2, 4]].mean(0), feats[3]]), rtol=1e-6)
+    dvae = with_reference_voices(DVAE(SPEAKER_TINY, jax.random.key(0)), means)
+    assert dvae.cfg.reference_voices == 3
+    np.testing.assert_array_equal(dvae.reference_voices, means)
+
+    near_c = means[2] + 0.1 * rng.standard_normal(SPEAKER_TINY.speaker_dim).astype(np.float32)
+    np.testing.assert_array_equal(steer_reference(near_c, dvae), near_c)  # the config's strength: 1, as read
+    np.testing.assert_allclose(steer_reference(near_c, dvae, 2.5), means[2] + 2.5 * (near_c - means[2]), rtol=1e-5)
+    np.testing.assert_allclose(steer_reference(means[1], dvae, 3.0), means[1])  # a training voice stays itself
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(UserError, match="positive number"):
+            steer_reference(near_c, dvae, bad)
+    with pytest.raises(UserError, match="holds no reference features"):  # a speaker decoder without the voices
+        steer_reference(near_c, DVAE(SPEAKER_TINY, jax.random.key(0)), 2.0)
+    with pytest.raises(UserError, match="reads no reference"):
+        DVAEConfig(**{**TINY.__dict__, "reference_strength": 2.0})
+    with pytest.raises(UserError, match="reference voices"):
+        with_reference_voices(dvae, means[:, :7])
+
+
+def test_reference_voices_and_strength_survive_saving_and_steer_rendering(tmp_path):
+    from xtts_jax.inference.tts import render_dvae_codes
+    from xtts_jax.inference.vocoder import Vocoder
+    from xtts_jax.models.dvae import load_dvae, save_dvae, steer_reference, with_reference_voices
+
+    dvae = DVAE(SPEAKER_TINY, jax.random.key(1))
+    dvae = eqx.tree_at(lambda m: m.speaker_film.out.weight, dvae,
+                       0.2 * jax.random.normal(jax.random.key(4), dvae.speaker_film.out.weight.shape))
+    voices = np.stack([_features(5), _features(6)])
+    dvae = with_reference_voices(dvae, voices)
+    save_dvae(dvae, str(tmp_path / "full.safetensors"))
+    save_dvae(dvae, str(tmp_path / "packed.safetensors"), decoder_only=True, dtype="float16", reference_strength=2.0)
+    full, packed = load_dvae(str(tmp_path / "full.safetensors")), load_dvae(str(tmp_path / "packed.safetensors"))
+    assert full.cfg.reference_strength == 1.0 and packed.cfg.reference_strength == 2.0 and packed.decoder_only
+    np.testing.assert_array_equal(full.reference_voices, voices)
+    np.testing.assert_allclose(packed.reference_voices, voices, atol=2e-3)  # float16 storage
+    with pytest.raises(UserError, match="holds no reference features"):
+        save_dvae(DVAE(SPEAKER_TINY, jax.random.key(1)), str(tmp_path / "x.safetensors"), reference_strength=2.0)
+
+    codes, ref = [1, 5, 0, 7, 7, 2, 3], voices[1] + 0.5 * _features(7)
+    vocoder = Vocoder.griffin_lim(SPEAKER_TINY.mel)
+    steered = render_dvae_codes(full, vocoder, codes, steer_reference(ref, full, 2.0))
+    np.testing.assert_allclose(render_dvae_codes(full, vocoder, codes, ref, reference_strength=2.0), steered, atol=1e-6)
+    np.testing.assert_allclose(render_dvae_codes(full, vocoder, codes, ref), render_dvae_codes(full, vocoder, codes, ref,
+                               reference_strength=1.0), atol=1e-6)
+    assert np.abs(steered - render_dvae_codes(full, vocoder, codes, ref)).max() > 1e-4

@@ -269,3 +269,29 @@ def test_changed_segments_take_codes_of_the_changed_or_the_original_voice(tiny_m
     np.testing.assert_array_equal(source, plain)
     np.testing.assert_array_equal(target, plain)
     np.testing.assert_array_equal(refs, batch[:, -task.config.speaker_dim:])
+
+
+def test_speaker_decoder_run_keeps_its_training_voices_features(tmp_path, tiny_model, capsys):
+    """recipes/train_dvae.py --decoder-speaker end to end: the exported DVAE holds each training voice's
+    mean reference features (what steering reads), computed again here from the same recordings."""
+    from xtts_jax.models.dvae import voice_means
+
+    save_dvae(tiny_model, str(tmp_path / "init.safetensors"))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    utts = []
+    for i, (speaker, f0) in enumerate([("a", 200), ("b", 500), ("a", 260), ("c", 800), ("b", 430), ("a", 220)]):
+        sf.write(corpus / f"{i}.wav", _wave(0.5, f0, i), 22050)
+        utts.append(Utterance(corpus / f"{i}.wav", f"line {i}", speaker))
+    write_manifest(utts[:5], corpus / "train.jsonl")
+    write_manifest(utts[5:], corpus / "eval.jsonl")
+    with pytest.raises(SystemExit) as e:
+        train_dvae.main(["--data", str(corpus), "--init", str(tmp_path / "init.safetensors"), "--decoder-speaker",
+                         "--steps", "2", "--batch-size", "2", "--segment-tokens", "8", "--eval-every", "2",
+                         "--out", str(tmp_path / "run")])
+    assert e.value.code == 0, capsys.readouterr().err
+    dvae = load_dvae(str(tmp_path / "run" / "dvae.safetensors"))
+    assert dvae.cfg.decoder_speaker and dvae.cfg.reference_voices == 3 and dvae.cfg.reference_strength == 1.0
+    waves = [sf.read(u.audio_path, dtype="float32")[0] for u in utts[:5]]
+    want = voice_means(train_dvae.utterance_features(waves, dvae.cfg), [u.speaker for u in utts[:5]])
+    np.testing.assert_allclose(dvae.reference_voices, want, rtol=1e-5, atol=1e-5)

@@ -71,6 +71,8 @@ def test_evaluate_tts_skips_bad_rows_and_tells_voices_apart(corpus, tmp_path):
     from xtts_jax.eval.report import markdown
 
     assert "keeps the best of 4 sampled candidates" in markdown({**report, "candidates": 4})
+    assert report["reference_strength"] is None and "strength" not in md  # no DVAE read: nothing steered
+    assert "reads each reference at strength 2" in markdown({**report, "reference_strength": 2.0})
 
     rec = report["rungs"]["recording"]
     for r in rec["records"]:  # each clip is nearer to another clip of its own voice than to the other voice
@@ -147,3 +149,14 @@ def test_dvae_rung_of_a_speaker_decoder_reads_each_items_reference(corpus):
         unconditioned = P.render_dvae_codes(dvae, vocoder, codes.tolist())
         np.testing.assert_allclose(wave, want, atol=1e-5)
         assert np.abs(wave - unconditioned).max() > 1e-4
+    # steered: each reference pushed from the nearest training voice, as the model rung's
+    from xtts_jax.models.dvae import steer_reference, with_reference_voices
+
+    refs = [P.dvae_reference_features(dvae, [it.reference_path]) for it in items]
+    steered = with_reference_voices(dvae, np.stack([refs[0] - 0.1, refs[0] + 3.0]))
+    got = R.dvae_round_trip(items, steered, vocoder, reference_strength=2.0).waves
+    for it, wave, ref in zip(items, got, refs):
+        audio = load_audio(it.audio_path, cfg.mel.sample_rate)
+        codes = np.asarray(dvae.encode(jnp.asarray(dvae_mel(audio, cfg, bucket_tokens=16))))[: cfg.n_tokens(len(audio))]
+        want = P.render_dvae_codes(dvae, vocoder, codes.tolist(), steer_reference(ref, steered, 2.0))
+        np.testing.assert_allclose(wave, want, atol=1e-5)

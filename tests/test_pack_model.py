@@ -336,8 +336,8 @@ def test_speaker_decoder_dvae_ships_each_voices_reference_and_synthesis_reads_it
     speakers = tmp_path / "p" / "speakers"
     assert sorted(p.name for p in speakers.iterdir()) == ["ana.decoder.npy", "ana.npy", "bo.decoder.npy", "bo.npy"]
     full = load_dvae(str(tmp_path / "dvae.safetensors"))
-    np.testing.assert_array_equal(np.load(speakers / "bo.decoder.npy"),
-                                  dvae_reference_features(full, [tmp_path / "0.wav", tmp_path / "1.wav"]))  # first 2
+    first_two = [dvae_reference_features(full, [tmp_path / f"{i}.wav"]) for i in (0, 1)]  # each clip alone
+    np.testing.assert_allclose(np.load(speakers / "bo.decoder.npy"), (first_two[0] + first_two[1]) / 2, rtol=1e-6)
 
     def speak(name):
         with pytest.raises(SystemExit) as e:
@@ -356,3 +356,58 @@ def test_speaker_decoder_dvae_ships_each_voices_reference_and_synthesis_reads_it
     with pytest.raises(SystemExit) as e:  # a DVAE that reads no reference takes no --voice-data
         pack(run_dir, tmp_path / "q", "--voice-data", manifest)
     assert e.value.code == 2 and "for a speaker-conditioned DVAE" in capsys.readouterr().err
+
+
+def test_packed_reference_strength_is_stored_and_synthesis_steers_by_it(run_dir, tmp_path, capsys):
+    import dataclasses
+
+    from xtts_jax.models.dvae import with_reference_voices
+
+    cfg = dataclasses.replace(PRESETS["tiny"], decoder_speaker=True)
+    dvae = random_dvae(cfg, seed=3)
+    dvae = eqx.tree_at(lambda m: m.speaker_film.out, dvae, jax.tree.map(lambda w: 0.05 * w, dvae.speaker_film.out))
+    save_dvae(dvae, str(tmp_path / "plain.safetensors"))
+    t = np.arange(22050) / 22050
+    sf.write(tmp_path / "bo.wav", (0.3 * np.sin(2 * np.pi * 170 * t)).astype(np.float32), 22050)
+    from xtts_jax.inference.tts import dvae_reference_features
+
+    bo = dvae_reference_features(dvae, [tmp_path / "bo.wav"])  # a training voice near bo, two far off
+    noise = np.random.default_rng(1).standard_normal((3, cfg.speaker_dim)).astype(np.float32)
+    voices = np.stack([bo + 0.2 * noise[0], bo + 5 * noise[1], bo + 5 * noise[2]])
+    save_dvae(with_reference_voices(dvae, voices), str(tmp_path / "dvae.safetensors"))
+    manifest = write_manifest([Utterance(tmp_path / "bo.wav", "hi", "bo"), Utterance(tmp_path / "bo.wav", "hi", "ana")],
+                              tmp_path / "voices.jsonl")
+
+    def pack_with(dvae_file, out, strength):
+        with pytest.raises(SystemExit) as e:
+            pack_model.main(list(map(str, ["--tts", run_dir / "tts.safetensors", "--dvae", dvae_file, "--speakers",
+                                           run_dir / "speakers", "--voice-data", manifest, "--out", out,
+                                           "--reference-strength", strength])))
+        return e.value.code, capsys.readouterr().err
+
+    code, err = pack_with(tmp_path / "plain.safetensors", tmp_path / "p0", 2)  # no training voices to steer from
+    assert code == 2 and "holds no reference features" in err and err.count("\n") == 1
+    code, err = pack_with(tmp_path / "dvae.safetensors", tmp_path / "p0", 0)
+    assert code == 2 and "positive number" in err and err.count("\n") == 1
+    code, err = pack_with(tmp_path / "dvae.safetensors", tmp_path / "p", 2.5)
+    assert code == 0, err
+    packed = load_dvae(str(tmp_path / "p" / "dvae.safetensors"))
+    assert packed.cfg.reference_strength == 2.5 and packed.cfg.reference_voices == 3
+    np.testing.assert_allclose(packed.reference_voices, voices, rtol=1e-3, atol=1e-3)  # float16 storage
+
+    def speak(name, *extra):
+        with pytest.raises(SystemExit) as e:
+            synthesize.main(["--checkpoint", str(tmp_path / "p" / "tts.safetensors"), "--speaker", "bo", "--text",
+                             "Hello there.", "--max-new-tokens", "6", "-o", str(tmp_path / name), *extra])
+        assert e.value.code == 0, capsys.readouterr().err
+        return sf.read(tmp_path / name)[0]
+
+    default, same, as_read = speak("a.wav"), speak("b.wav", "--reference-strength", "2.5"), \
+        speak("c.wav", "--reference-strength", "1")
+    np.testing.assert_array_equal(default, same)  # the packed strength is the default
+    assert len(default) == len(as_read) > 0 and np.abs(default - as_read).max() > 1e-4
+    with pytest.raises(SystemExit) as e:
+        synthesize.main(["--checkpoint", str(tmp_path / "p" / "tts.safetensors"), "--speaker", "bo", "--text", "Hi.",
+                         "--reference-strength", "nan", "-o", str(tmp_path / "d.wav")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "positive number" in err and not (tmp_path / "d.wav").exists()

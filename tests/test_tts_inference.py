@@ -134,7 +134,7 @@ def test_stream_renders_windows_close_to_the_whole_sentence(synth, conds, monkey
     whole = synth.render(codes, conds[0], row)
     rendered = []
     real = P.render_dvae_codes
-    monkeypatch.setattr(streaming, "render_dvae_codes", lambda d, v, c, s=None: rendered.append(len(c)) or real(d, v, c, s))
+    monkeypatch.setattr(streaming, "render_dvae_codes", lambda d, v, c, s=None, **kw: rendered.append(len(c)) or real(d, v, c, s, **kw))
     pieces = list(synth.stream("A longer sentence streams in many chunks.", conds[0], jax.random.key(1), sampling,
                                chunk_tokens=4, context_tokens=6))
     streamed = np.concatenate(pieces)

@@ -41,6 +41,9 @@ def parse_args(argv):
     ap.add_argument("--rungs", help="comma-separated, in order, from recording, mel, dvae, model, wavs "
                     "(default: recording, mel, dvae, then model and wavs when given)")
     ap.add_argument("--dvae", help="dvae.safetensors (default: beside the checkpoint, else the shipped demo's)")
+    ap.add_argument("--reference-strength", type=float,
+                    help="a DVAE decoder that reads references: how far their features are pushed from the nearest of "
+                         "its training voices, in the dvae and model rungs (1: as read; default: the DVAE's own)")
     ap.add_argument("--vocoder", default="griffinlim", help="griffinlim or a mel HiFiGAN checkpoint, for the mel and dvae rungs")
     ap.add_argument("--per-speaker", type=int, default=20, help="utterances per voice")
     ap.add_argument("--speakers", help="comma-separated voices (default: all in the manifest)")
@@ -107,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         if dvae.decoder_only and "dvae" in args.rungs:  # refuse before the earlier rungs run
             raise UserError(f"the dvae rung encodes audio, and {dvae_path} holds only the DVAE decoder (a packed "
                             "model); pass --dvae with the full DVAE from recipes/train_dvae.py")
+        if args.reference_strength is not None:
+            from xtts_jax.models.dvae import check_strength
+
+            check_strength(args.reference_strength, dvae.cfg)
         vocoder = (Vocoder.griffin_lim(dvae.cfg.mel) if args.vocoder.lower() in ("griffinlim", "griffin-lim")
                    else load_vocoder(args.vocoder))
         if vocoder.features != "mel" and {"mel", "dvae"} & set(args.rungs):
@@ -119,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         model = pipeline.load_tts(args.checkpoint)
         candidates = candidates_from_flags(args, args.checkpoint)
         synth = pipeline.Synthesizer(model, vocoder, dvae, recognizer=recognizer_beside(args.checkpoint, candidates),
-                                     candidates=candidates)
+                                     candidates=candidates, reference_strength=args.reference_strength)
         sampling = sampling_from_flags(args, args.checkpoint, synth.max_new_tokens())
 
     refs = reference_embeddings(items, embedder)
@@ -140,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
               "checkpoint": args.checkpoint, "vocoder": args.vocoder, "conditioning": args.conditioning,
               "sampling": dataclasses.asdict(sampling) if sampling else None,
               "candidates": synth.candidates if synth else None,
-              "voice_pool": sorted(pool) if pool else None, "rungs": {}}
+              "voice_pool": sorted(pool) if pool else None, "rungs": {},
+              "reference_strength": (None if dvae is None or not dvae.cfg.decoder_speaker else
+                                     args.reference_strength or dvae.cfg.reference_strength)}
     for rung in args.rungs:
         t0 = time.perf_counter()
         if rung == "recording":
@@ -148,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         elif rung == "mel":
             rendered = R.true_mel(items, vocoder, dvae.cfg.mel)
         elif rung == "dvae":
-            rendered = R.dvae_round_trip(items, dvae, vocoder)
+            rendered = R.dvae_round_trip(items, dvae, vocoder, args.reference_strength)
         elif rung == "wavs":
             rendered = R.folder(items, args.wavs)
         else:

@@ -44,8 +44,10 @@ def voices(folder: Path, width: int) -> list[Path]:
 
 
 def voice_references(dvae, names: list[str], voice_data: str | None, clips: int) -> dict:
-    """``{name: reference features}`` of a speaker-conditioned DVAE for each voice, pooled over its
-    first ``clips`` recordings in the ``voice_data`` manifests; {} for a DVAE that reads none."""
+    """``{name: reference features}`` of a speaker-conditioned DVAE for each voice: the mean of the
+    features of its first ``clips`` recordings in the ``voice_data`` manifests, each read alone as the
+    decoder read its training references (and as it keeps its training voices: ``voice_means``);
+    {} for a DVAE that reads none."""
     if not dvae.cfg.decoder_speaker:
         if voice_data:
             raise UserError("--voice-data is for a speaker-conditioned DVAE; this DVAE reads no reference")
@@ -56,7 +58,10 @@ def voice_references(dvae, names: list[str], voice_data: str | None, clips: int)
     if clips < 1:
         raise UserError(f"--voice-clips must be at least 1, got {clips}")
     from xtts_jax.audio.datasets import load_dataset
+    import numpy as np
+
     from xtts_jax.inference.tts import dvae_reference_features
+    from xtts_jax.models.dvae import voice_means
 
     utts = [u for part in voice_data.split(",") if part.strip() for u in load_dataset(Path(part.strip()))[0]]
     out = {}
@@ -64,7 +69,7 @@ def voice_references(dvae, names: list[str], voice_data: str | None, clips: int)
         paths = [u.audio_path for u in utts if u.speaker == name][:clips]
         if not paths:
             raise UserError(f"--voice-data has no recording of voice {name}")
-        out[name] = dvae_reference_features(dvae, paths)
+        out[name] = voice_means(np.stack([dvae_reference_features(dvae, [p]) for p in paths]), [name] * len(paths))[0]
     return out
 
 
@@ -77,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="the folder to write")
     ap.add_argument("--recognizer", help="recognizer.safetensors from recipes/train_recognizer.py: shipped beside "
                     "the model, it lets synthesis keep the best of --candidates sampled sentences")
+    ap.add_argument("--reference-strength", type=float,
+                    help="a DVAE decoder that reads references: how far their features are pushed from the nearest of "
+                         "its training voices when rendering (1: as read; choose it on unheard voices), stored in the packed DVAE")
     ap.add_argument("--voice-data", help="for a speaker-conditioned DVAE: manifest(s), comma-separated, whose "
                     "recordings of each voice give its speakers/NAME.decoder.npy (the decoder's reference features)")
     ap.add_argument("--voice-clips", type=int, default=20, help="recordings a voice's reference features pool")
@@ -104,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
                         f"the DVAE {args.dvae} has {dvae.cfg.num_tokens}; pass the DVAE it was trained with")
     speakers = voices(Path(args.speakers), model.config.speaker_width)
     references = voice_references(dvae, [p.stem for p in speakers], args.voice_data, args.voice_clips)
+    steer = None
+    if args.reference_strength is not None:
+        from xtts_jax.models.dvae import check_strength
+
+        steer = check_strength(args.reference_strength, dvae.cfg)
     recognizer = None
     if args.recognizer:
         from xtts_jax.inference.rerank import Reranker
@@ -129,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         meta["sampling"] = json.dumps(sampling)
         print(f"recommended sampling: {meta['sampling']}")
     export_safetensors(model, written[0], meta, args.dtype)
-    save_dvae(dvae, str(written[1]), decoder_only=True, dtype=args.dtype)
+    save_dvae(dvae, str(written[1]), decoder_only=True, dtype=args.dtype, reference_strength=steer)
     written[2].mkdir(exist_ok=True)
     for p in speakers:  # validated float32 above, so a copy is the float32 array
         shutil.copyfile(p, written[2] / p.name)

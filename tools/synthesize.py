@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dvae", help="dvae.safetensors (default: dvae.safetensors beside the checkpoint)")
     ap.add_argument("--decoder-speaker", help="the decoder's speaker vector .npy (XTTS-v2's HiFiGAN: 512-d; a DVAE that "
                     "reads references: 160-d)")
+    ap.add_argument("--reference-strength", type=float,
+                    help="a DVAE decoder that reads references: how far the voice's features are pushed from the "
+                         "nearest of its training voices (1: as read; default: the DVAE's own)")
     ap.add_argument("--vocoder", default="auto", help="griffinlim, a HiFiGAN checkpoint, or auto (default): "
                     "vocoder.safetensors beside the checkpoint if there is one, else griffinlim")
     ap.add_argument("--speed", type=float, default=1.0, help="> 1 speaks faster, < 1 slower (XTTS-v2's speed)")
@@ -164,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     from xtts_jax.inference.rerank import recognizer_beside
 
     synth = pipeline.Synthesizer(model, vocoder, dvae, tokenizer=tokenizer, language=args.language, speed=args.speed,
-                                 recognizer=recognizer_beside(args.checkpoint, candidates), candidates=candidates)
+                                 recognizer=recognizer_beside(args.checkpoint, candidates), candidates=candidates,
+                                 reference_strength=args.reference_strength)
     if args.max_new_tokens is None:
         import dataclasses
 

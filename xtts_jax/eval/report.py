@@ -17,6 +17,8 @@ def markdown(report: dict) -> str:
              f"{len(report['speakers'])} voices; recogniser {report['asr']}; speaker embedding {report['embedder']}"
              + (f"; the model keeps the best of {report['candidates']} sampled candidates" if (report.get("candidates") or 1) > 1
                 else "")
+             + (f"; the DVAE decoder reads each reference at strength {report['reference_strength']:g}"
+                if report.get("reference_strength") is not None else "")
              + (f"; the nearest-voice test also counts {len(report['voice_pool'])} other voices "
                 f"({', '.join(report['voice_pool'])})" if report.get("voice_pool") else "") + ".", "",
              "| rung | WER | CER | similarity to reference | to other voices | nearest voice right | failed |",

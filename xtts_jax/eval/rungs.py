@@ -112,9 +112,10 @@ def true_mel(items: list[Item], vocoder, mel_cfg) -> Rendered:
     return Rendered(waves, vocoder.sample_rate)
 
 
-def dvae_round_trip(items: list[Item], dvae, vocoder) -> Rendered:
+def dvae_round_trip(items: list[Item], dvae, vocoder, reference_strength: float | None = None) -> Rendered:
     """Each recording encoded to DVAE codes, decoded to a mel and rendered by ``vocoder`` (a
-    speaker-conditioned decoder reads the item's reference clip, as the model rung's does)."""
+    speaker-conditioned decoder reads the item's reference clip, as the model rung's does, steered
+    by ``reference_strength``: None, the DVAE's own)."""
     import equinox as eqx
     import jax.numpy as jnp
 
@@ -127,7 +128,8 @@ def dvae_round_trip(items: list[Item], dvae, vocoder) -> Rendered:
         wave = load_audio(it.audio_path, dvae.cfg.mel.sample_rate)
         codes = np.asarray(encode(dvae, jnp.asarray(dvae_mel(wave, dvae.cfg, bucket_tokens=16))))
         speaker = dvae_reference_features(dvae, [it.reference_path]) if dvae.cfg.decoder_speaker else None
-        waves.append(render_dvae_codes(dvae, vocoder, codes[: dvae.cfg.n_tokens(len(wave))].tolist(), speaker))
+        waves.append(render_dvae_codes(dvae, vocoder, codes[: dvae.cfg.n_tokens(len(wave))].tolist(), speaker,
+                                       reference_strength=reference_strength))
     return Rendered(waves, vocoder.sample_rate)
 
 

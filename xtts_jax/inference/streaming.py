@@ -56,7 +56,8 @@ def stream_audio(synth: Synthesizer, text: str, cond: np.ndarray, key, sampling:
         for piece, done in stream_codes(synth.model, cond, row, sub, sampling, chunk_tokens):
             codes += dvae_codes(piece, synth.model.config) if windowed else piece
             first = max(0, emitted // spt - context_tokens) if windowed else 0
-            wave = (render_dvae_codes(synth.dvae, synth.vocoder, codes[first:], speaker) if windowed
+            wave = (render_dvae_codes(synth.dvae, synth.vocoder, codes[first:], speaker,
+                                      reference_strength=synth.reference_strength) if windowed
                     else synth.decode(codes, cond, row, speaker))
             offset = first * (spt or 0)  # where the window starts in the sentence's samples
             total = offset + len(wave)

@@ -25,7 +25,7 @@ from xtts_jax.inference.text_input import load_text_tokenizer, split_sentences, 
 from xtts_jax.inference.sampling import SamplingConfig, generate, unstack_layers
 from xtts_jax.inference.vocoder import Vocoder
 from xtts_jax.models.conditioning import condition_from_mels, reference_mels
-from xtts_jax.models.dvae import DVAE
+from xtts_jax.models.dvae import DVAE, check_strength, steer_reference
 from xtts_jax.models.recognizer import CodeRecognizer
 from xtts_jax.models.tts import TTS, TTSConfig, load_tts, save_tts  # noqa: F401 (the pipeline's loaders)
 from xtts_jax.models.tts_decoder import TTSDecoder
@@ -217,10 +217,11 @@ def dvae_codes(codes: Sequence[int], cfg: TTSConfig) -> list[int]:
 
 
 def render_dvae_codes(dvae: DVAE, vocoder: Vocoder, codes: Sequence[int], speaker: np.ndarray | None = None,
-                      speed: float = 1.0) -> np.ndarray:
+                      speed: float = 1.0, reference_strength: float | None = None) -> np.ndarray:
     """Waveform of DVAE codes: the DVAE decoder's log-mel (stretched for ``speed``) through a mel ``vocoder``.
     ``speaker`` goes to the decoder that reads one: a speaker-conditioned DVAE (its
-    :func:`~xtts_jax.models.dvae.reference_features`; None: unconditioned), else the vocoder."""
+    :func:`~xtts_jax.models.dvae.reference_features`, steered by ``reference_strength``, None: the
+    DVAE's own, see :func:`~xtts_jax.models.dvae.steer_reference`; None: unconditioned), else the vocoder."""
     n = len(codes)
     if n == 0:
         return np.zeros(0, np.float32)
@@ -231,8 +232,9 @@ def render_dvae_codes(dvae: DVAE, vocoder: Vocoder, codes: Sequence[int], speake
         if vocoder.speaker_dim:
             raise UserError("a speaker-conditioned DVAE renders through a vocoder that takes no speaker embedding")
         if speaker is not None:
-            dvae_speaker = jnp.asarray(check_speaker(np.asarray(speaker, np.float32).reshape(-1), dvae.cfg.speaker_dim,
-                                                     "the DVAE decoder's speaker features")[0])
+            features = check_speaker(np.asarray(speaker, np.float32).reshape(-1), dvae.cfg.speaker_dim,
+                                     "the DVAE decoder's speaker features")[0]
+            dvae_speaker = jnp.asarray(steer_reference(features, dvae, reference_strength))
         speaker = None
     mel = np.asarray(_dvae_mel(dvae, jnp.asarray(padded), dvae_speaker))[:, : n * dvae.cfg.downsample]
     if dvae.cfg.mel_stats is not None:  # the decoders take the plain log-mel
@@ -252,6 +254,9 @@ class Synthesizer:
     speed: float = 1.0  # > 1 speaks faster: the decoder's input is resampled in time (XTTS-v2's speed)
     recognizer: CodeRecognizer | None = None  # reads codes back to text tokens (models/recognizer.py)
     candidates: int = 1  # code sequences sampled per sentence; the recogniser keeps the best (inference/rerank.py)
+    # how far the DVAE decoder's reference features are pushed from its training voices (models/dvae.py:
+    # steer_reference); None: the DVAE's own reference_strength
+    reference_strength: float | None = None
 
     def __post_init__(self):
         self.model = inference_layout(self.model)
@@ -266,6 +271,10 @@ class Synthesizer:
             raise UserError("a text-pointer model renders from its audio codes (DVAE), not from GPT latents")
         if self.dvae is not None and self.dvae.cfg.num_tokens != self.model.config.num_audio_codes:
             raise UserError(f"the DVAE has {self.dvae.cfg.num_tokens} codes, the TTS model {self.model.config.num_audio_codes}")
+        if self.reference_strength is not None:
+            if self.dvae is None:
+                raise UserError("a reference strength steers a DVAE decoder that reads references; this model renders without a DVAE")
+            check_strength(self.reference_strength, self.dvae.cfg)
 
     @property
     def sample_rate(self) -> int:
@@ -325,7 +334,8 @@ class Synthesizer:
             lat = np.asarray(_latents(self.model, jnp.asarray(cond), jnp.asarray(text, jnp.int32), audio))
             wave = self.vocoder.decode(stretch(lat.T, self.speed).T, speaker)
         else:
-            wave = render_dvae_codes(self.dvae, self.vocoder, dvae_codes(codes, self.model.config), speaker, self.speed)
+            wave = render_dvae_codes(self.dvae, self.vocoder, dvae_codes(codes, self.model.config), speaker, self.speed,
+                                     self.reference_strength)
         if not np.all(np.isfinite(wave)):
             raise UserError(f"the {self.vocoder.backend} decoder returned {int(np.sum(~np.isfinite(wave)))} "
                             "NaN or infinite samples")

@@ -16,7 +16,9 @@ embedding beside the GPT latents) also reads :func:`reference_features` of a ref
 each stage of the decoder is scaled and shifted by a zero-initialised map of those features (FiLM),
 so a DVAE trained without it starts from the same output, and the features put back the timbre the
 1,024 codes lose for a voice they were not trained on. No features (``speaker=None``) is the
-unconditioned decoder (trained so by feature dropout).
+unconditioned decoder (trained so by feature dropout). Such a decoder keeps the mean features of
+each voice it was trained on (``reference_voices``), so that rendering can push an unheard voice's
+features further from the nearest of them (:func:`steer_reference`, ``reference_strength``).
 
 A shipped model needs only decoding (codes -> mel): :func:`save_dvae` with ``decoder_only`` writes
 the decoder and the codebook vectors, and the DVAE loaded from such a file refuses to encode.
@@ -34,6 +36,18 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from xtts_jax.audio.mel import LOG_CLAMP, MelConfig, MelStats, log_mel
 from xtts_jax.errors import UserError
+
+
+def check_strength(strength: float, cfg: DVAEConfig) -> float:
+    """``strength`` if ``cfg`` can steer references by it (:func:`steer_reference`), else a UserError."""
+    if not (isinstance(strength, (int, float)) and np.isfinite(strength) and strength > 0):
+        raise UserError(f"the reference strength must be a positive number, got {strength!r}")
+    if strength != 1.0 and not cfg.decoder_speaker:
+        raise UserError("this DVAE's decoder reads no reference recording, so no reference strength applies to it")
+    if strength != 1.0 and not cfg.reference_voices:
+        raise UserError("this DVAE holds no reference features of its training voices (written by recipes/train_dvae.py "
+                        "--decoder-speaker), so it renders at reference strength 1 only")
+    return float(strength)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +68,11 @@ class DVAEConfig:
     mel_stats: MelStats | None = None  # per-channel normalisation the model was trained with
     decoder_speaker: bool = False  # the decoder also reads reference_features (2 * n_mels values)
     speaker_hidden: int = 32  # width of the map from those features to the decoder's scales and shifts
+    # Rendering may push a reference's features away from the nearest of the decoder's training voices
+    # (steer_reference): how many voices' mean features the model holds (DVAE.reference_voices, written by
+    # train_dvae.py; 0: none) and how far, 1 as read (pack_model.py --reference-strength).
+    reference_voices: int = 0
+    reference_strength: float = 1.0
 
     def __post_init__(self):
         if self.kernel_size % 2 != 1:
@@ -62,6 +81,9 @@ class DVAEConfig:
             raise UserError(f"DVAE recon_loss {self.recon_loss!r} must be 'mse' or 'l1'.")
         if self.mel.n_mels != self.n_mels:
             raise UserError(f"DVAE n_mels {self.n_mels} differs from its mel config's {self.mel.n_mels}.")
+        if self.reference_voices and not self.decoder_speaker:
+            raise UserError("DVAE reference_voices are for a decoder that reads reference features (decoder_speaker)")
+        check_strength(self.reference_strength, self)
 
     @property
     def downsample(self) -> int:
@@ -170,6 +192,7 @@ class DVAE(eqx.Module):
     decoder: tuple
     codebook: Codebook
     speaker_film: SpeakerFiLM | None
+    reference_voices: Float[Array, "voices f"] | None  # mean reference features of each training voice (steer_reference)
     cfg: DVAEConfig = eqx.field(static=True)
     decoder_only: bool = eqx.field(static=True)  # loaded without its encoder: encoding is refused
 
@@ -192,6 +215,7 @@ class DVAE(eqx.Module):
         sizes = tuple(2 * c for c in dec_chans) + (cfg.n_mels,)
         self.speaker_film = (SpeakerFiLM(cfg.speaker_dim, sizes, next(keys), cfg.speaker_hidden)
                              if cfg.decoder_speaker else None)
+        self.reference_voices = jnp.zeros((cfg.reference_voices, cfg.speaker_dim)) if cfg.reference_voices else None
         self.cfg = cfg
         self.decoder_only = decoder_only
 
@@ -367,19 +391,60 @@ def reference_features(mels: list[np.ndarray], cfg: DVAEConfig, speech_quantile:
     return np.concatenate([joined.mean(1), joined.std(1)]).astype(np.float32)
 
 
+def voice_means(features: np.ndarray, speakers: list[str]) -> np.ndarray:
+    """The mean of each voice's clip ``features`` (``[clips, 2 * n_mels]``), voices in sorted order:
+    ``[voices, 2 * n_mels]``, what :func:`with_reference_voices` stores."""
+    features = np.asarray(features, np.float32)
+    if len(features) == 0 or len(features) != len(speakers):
+        raise UserError(f"{len(features)} clips' features for {len(speakers)} speaker names")
+    names = sorted(set(speakers))
+    return np.stack([features[[i for i, s in enumerate(speakers) if s == n]].mean(0) for n in names])
+
+
+def with_reference_voices(model: DVAE, voices: np.ndarray) -> DVAE:
+    """``model`` holding ``voices`` (:func:`voice_means` of its decoder's training data) for :func:`steer_reference`."""
+    voices = np.asarray(voices, np.float32)
+    if not model.cfg.decoder_speaker or voices.ndim != 2 or voices.shape[1] != model.cfg.speaker_dim or not len(voices):
+        raise UserError(f"reference voices {voices.shape} for a DVAE whose decoder reads {model.cfg.speaker_dim} features")
+    cfg = dataclasses.replace(model.cfg, reference_voices=len(voices))
+    like = eqx.filter_eval_shape(lambda: DVAE(cfg, jax.random.key(0), model.decoder_only))
+    parts = lambda m: (m.encoder, m.decoder, m.codebook, m.speaker_film, m.reference_voices)  # noqa: E731
+    return eqx.tree_at(parts, like, (*parts(model)[:4], jnp.asarray(voices)), is_leaf=lambda x: x is None)
+
+
+def steer_reference(features: np.ndarray, dvae: DVAE, strength: float | None = None) -> np.ndarray:
+    """``features`` pushed ``strength`` times as far from the nearest of the decoder's training voices
+    as they are (``nearest + strength * (features - nearest)``; None: the config's
+    ``reference_strength``). The decoder moves an unheard voice only part of the way from the training
+    voice it lies nearest, so a strength above 1 extrapolates along that direction; a training voice's
+    own features stay where they are."""
+    strength = check_strength(dvae.cfg.reference_strength if strength is None else strength, dvae.cfg)
+    features = np.asarray(features, np.float32)
+    if strength == 1.0:
+        return features
+    voices = np.asarray(dvae.reference_voices, np.float32)
+    nearest = voices[np.argmin(((voices - features) ** 2).sum(1))]
+    return (nearest + strength * (features - nearest)).astype(np.float32)
+
+
 def decoder_part(model: DVAE) -> DVAE:
     """What decoding codes needs: the decoder and the codebook vectors; the encoder and the EMA
     statistics (training state) become None."""
     return eqx.tree_at(lambda m: (m.encoder, m.codebook.cluster_size, m.codebook.embed_sum), model, (None,) * 3)
 
 
-def save_dvae(model: DVAE, path: str, decoder_only: bool = False, dtype: str | None = None) -> None:
+def save_dvae(model: DVAE, path: str, decoder_only: bool = False, dtype: str | None = None,
+              reference_strength: float | None = None) -> None:
     """Weights as safetensors with the config (mel settings and statistics included) as metadata.
     ``decoder_only`` (always, for a model loaded so) keeps :func:`decoder_part`, marked by metadata
-    ``decoder_only``; ``dtype`` ("float16", "bfloat16") stores the floats in 16 bits."""
+    ``decoder_only``; ``dtype`` ("float16", "bfloat16") stores the floats in 16 bits.
+    ``reference_strength``: the rendering strength to store instead of the model's (the weights are the same)."""
     from xtts_jax.weights import export_safetensors
 
-    meta = {"dvae": model.cfg.to_dict()}
+    cfg = model.cfg
+    if reference_strength is not None:
+        cfg = dataclasses.replace(cfg, reference_strength=check_strength(reference_strength, cfg))
+    meta = {"dvae": cfg.to_dict()}
     if decoder_only or model.decoder_only:
         model, meta = decoder_part(model), {**meta, "decoder_only": True}
     export_safetensors(model, path, meta, dtype)
@@ -397,8 +462,9 @@ def load_dvae(path: str) -> DVAE:
         return load_safetensors(like, path, "DVAE checkpoint")
     part = load_safetensors(decoder_part(like), path, "DVAE checkpoint")
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), like)
-    return eqx.tree_at(lambda m: (m.decoder, m.codebook.embed, m.speaker_film), zeros,
-                       (part.decoder, part.codebook.embed, part.speaker_film), is_leaf=lambda x: x is None)
+    return eqx.tree_at(lambda m: (m.decoder, m.codebook.embed, m.speaker_film, m.reference_voices), zeros,
+                       (part.decoder, part.codebook.embed, part.speaker_film, part.reference_voices),
+                       is_leaf=lambda x: x is None)
 
 
 def pad_frames(mel: Float[Array, "n_mels frames"], multiple: int, value: float) -> Float[Array, "n_mels padded"]:
