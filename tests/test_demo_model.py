@@ -46,6 +46,8 @@ def test_demo_is_small_and_complete(card, synth):
     assert speakers == sorted(card["speakers"]) and len(speakers) >= 2
     d = synth.model.config.speaker_width
     assert synth.dvae.cfg.decoder_speaker  # the decoder reads each voice's reference features
+    # ... steered from the nearest of its training voices (models/dvae.py: steer_reference), which it keeps
+    assert synth.dvae.cfg.reference_strength > 1 and synth.dvae.reference_voices.shape == (27, 160)
     for name in speakers:
         emb = P.load_speaker_embedding(DEMO / "speakers" / f"{name}.npy", d)
         assert emb.shape[1] == d

@@ -310,19 +310,29 @@ def test_pack_ships_the_recogniser_and_synthesis_uses_its_candidates(run_dir, tm
     assert e.value.code == 2 and "need a recogniser" in err and not (tmp_path / "b.wav").exists()
 
 
-def test_speaker_decoder_dvae_ships_each_voices_reference_and_synthesis_reads_it(run_dir, tmp_path, capsys):
+def speaker_dvae(film_scale: float) -> DVAE:
+    """A tiny DVAE whose decoder reads reference features, its FiLM map's output scaled by ``film_scale``."""
     import dataclasses
 
+    dvae = random_dvae(dataclasses.replace(PRESETS["tiny"], decoder_speaker=True), seed=3)
+    return eqx.tree_at(lambda m: m.speaker_film.out, dvae,
+                       jax.tree.map(lambda w: film_scale * w, dvae.speaker_film.out))
+
+
+def write_tone(path, f0: float) -> None:
+    """One second of a sine at ``f0`` Hz, 22.05 kHz."""
+    t = np.arange(22050) / 22050
+    sf.write(path, (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), 22050)
+
+
+def test_speaker_decoder_dvae_ships_each_voices_reference_and_synthesis_reads_it(run_dir, tmp_path, capsys):
     from xtts_jax.inference.tts import dvae_reference_features
 
-    cfg = dataclasses.replace(PRESETS["tiny"], decoder_speaker=True)
-    dvae = random_dvae(cfg, seed=3)
-    dvae = eqx.tree_at(lambda m: m.speaker_film.out, dvae, jax.tree.map(lambda w: 0.01 * w, dvae.speaker_film.out))
+    dvae = speaker_dvae(0.01)
     save_dvae(dvae, str(tmp_path / "dvae.safetensors"))
-    t = np.arange(22050) / 22050
     utts = []
     for i, (name, f0) in enumerate([("bo", 150), ("bo", 170), ("ana", 300), ("bo", 190)]):
-        sf.write(tmp_path / f"{i}.wav", (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), 22050)
+        write_tone(tmp_path / f"{i}.wav", f0)
         utts.append(Utterance(tmp_path / f"{i}.wav", "hi", name))
     manifest = write_manifest(utts, tmp_path / "voices.jsonl")
     args = ["--tts", run_dir / "tts.safetensors", "--dvae", tmp_path / "dvae.safetensors",
@@ -359,20 +369,14 @@ def test_speaker_decoder_dvae_ships_each_voices_reference_and_synthesis_reads_it
 
 
 def test_packed_reference_strength_is_stored_and_synthesis_steers_by_it(run_dir, tmp_path, capsys):
-    import dataclasses
-
+    from xtts_jax.inference.tts import dvae_reference_features
     from xtts_jax.models.dvae import with_reference_voices
 
-    cfg = dataclasses.replace(PRESETS["tiny"], decoder_speaker=True)
-    dvae = random_dvae(cfg, seed=3)
-    dvae = eqx.tree_at(lambda m: m.speaker_film.out, dvae, jax.tree.map(lambda w: 0.05 * w, dvae.speaker_film.out))
+    dvae = speaker_dvae(0.05)
     save_dvae(dvae, str(tmp_path / "plain.safetensors"))
-    t = np.arange(22050) / 22050
-    sf.write(tmp_path / "bo.wav", (0.3 * np.sin(2 * np.pi * 170 * t)).astype(np.float32), 22050)
-    from xtts_jax.inference.tts import dvae_reference_features
-
+    write_tone(tmp_path / "bo.wav", 170)
     bo = dvae_reference_features(dvae, [tmp_path / "bo.wav"])  # a training voice near bo, two far off
-    noise = np.random.default_rng(1).standard_normal((3, cfg.speaker_dim)).astype(np.float32)
+    noise = np.random.default_rng(1).standard_normal((3, dvae.cfg.speaker_dim)).astype(np.float32)
     voices = np.stack([bo + 0.2 * noise[0], bo + 5 * noise[1], bo + 5 * noise[2]])
     save_dvae(with_reference_voices(dvae, voices), str(tmp_path / "dvae.safetensors"))
     manifest = write_manifest([Utterance(tmp_path / "bo.wav", "hi", "bo"), Utterance(tmp_path / "bo.wav", "hi", "ana")],
