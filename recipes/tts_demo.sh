@@ -17,6 +17,8 @@
 #                              corpus first and start the generator's blocks from it (the mission's
 #                              chain; docs/default_model/README.md compares it with scratch)
 #   LR (default 1e-3 from scratch, 6e-4 with INIT), CANDIDATES (4: sampled per sentence, best kept),
+#   REFERENCE_STRENGTH (2: how far the decoder pushes a voice's reference features from the nearest
+#   training voice; chosen on four validation voices no stage trains on, docs/default_model/README.md),
 #   RUNGS (the evaluation's rungs, default recording,mel,dvae,model),
 #   COMPUTE_DTYPE=float32 (train_tts.py computes in bfloat16 where the CPU has bfloat16 kernels)
 #
@@ -33,6 +35,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-runs/tts_demo}
 STEPS=${2:-2000}
 CANDIDATES=${CANDIDATES:-4}
+STRENGTH=${REFERENCE_STRENGTH:-2}
 PY=${PYTHON:-python}
 DTYPE=(); if [ -n "${COMPUTE_DTYPE:-}" ]; then DTYPE=(--compute-dtype "$COMPUTE_DTYPE"); fi
 FLITE=flite_kal,flite_awb,flite_rms,flite_slt
@@ -110,15 +113,18 @@ fi
     $PY recipes/train_recognizer.py --tokens "$ALL" --eval-tokens "$HELD" --tts "$OUT/tts/tts.safetensors" \
     --n-embd 64 --n-layer 4 --steps 2000 --out "$OUT/recognizer"
 # 7. the package: 16-bit generator, decoder-only DVAE that reads the reference, recogniser, flite's
-#    four voices (1024-d, and each voice's reference features for the decoder, from 20 of its clips)
+#    four voices (1024-d, and each voice's reference features for the decoder, from 20 of its clips);
+#    the decoder renders a reference STRENGTH times as far from the nearest training voice as it lies
 mkdir -p "$OUT/ship_speakers"
 cp "$OUT"/tts/speakers/flite_{kal,awb,rms,slt}.npy "$OUT/ship_speakers/"
 $PY tools/pack_model.py --tts "$OUT/tts/tts.safetensors" --dvae "$OUT/dvae_speaker/dvae.safetensors" \
     --voice-data "$PILOT/train.jsonl" --speakers "$OUT/ship_speakers" --recognizer "$OUT/recognizer/recognizer.safetensors" --out "$OUT/package" \
-    --temperature 0.3 --top-k 50 --top-p 0.85 --repetition-penalty 1 --candidates "$CANDIDATES"  # chosen on held-out data
+    --temperature 0.3 --top-k 50 --top-p 0.85 --repetition-penalty 1 --candidates "$CANDIDATES" \
+    --reference-strength "$STRENGTH"  # chosen on held-out data
 # 8. evaluation: the 48 held-out sentences, 20 a voice, in the seven voices; every rung from the
 #    recordings to the model; the nearest-voice test also against the 23 espeak-ng training voices
 $PY tools/evaluate_tts.py --manifest "$HELDOUT/eval.jsonl" --checkpoint "$OUT/package/tts.safetensors" \
-    --dvae "$OUT/dvae_speaker/dvae.safetensors" --rungs "${RUNGS:-recording,mel,dvae,model}" --per-speaker 20 --seed 0 \
+    --dvae "$OUT/dvae_speaker/dvae.safetensors" --reference-strength "$STRENGTH" \
+    --rungs "${RUNGS:-recording,mel,dvae,model}" --per-speaker 20 --seed 0 \
     --voice-pool "$PILOT/train.jsonl,$VOICES/train.jsonl" --pool-clips 3 --out "$OUT/eval"
 echo "to ship: copy $OUT/package/* and $OUT/eval into xtts_jax/assets/tts_demo/ and update its MODEL_CARD.md and card.json"
