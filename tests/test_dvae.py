@@ -274,3 +274,26 @@ def test_reference_voices_and_strength_survive_saving_and_steer_rendering(tmp_pa
     np.testing.assert_allclose(render_dvae_codes(full, vocoder, codes, ref), render_dvae_codes(full, vocoder, codes, ref,
                                reference_strength=1.0), atol=1e-6)
     assert np.abs(steered - render_dvae_codes(full, vocoder, codes, ref)).max() > 1e-4
+
+
+def test_several_references_are_read_alone_and_averaged(tmp_path):
+    """A voice's features from several recordings: each read alone, as the decoder read its training
+    references, then averaged (not their frames pooled, which would add the spread between clips)."""
+    import soundfile as sf
+
+    from xtts_jax.audio.mel import log_mel
+    from xtts_jax.inference.tts import dvae_reference_features
+    from xtts_jax.models.dvae import reference_features
+
+    dvae = DVAE(SPEAKER_TINY, jax.random.key(0))
+    t = np.arange(11025) / 22050
+    paths = []
+    for i, f0 in enumerate((180, 420)):
+        sf.write(tmp_path / f"{i}.wav", (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), 22050)
+        paths.append(tmp_path / f"{i}.wav")
+    alone = [reference_features([log_mel(sf.read(p, dtype="float32")[0], SPEAKER_TINY.mel)], SPEAKER_TINY) for p in paths]
+    np.testing.assert_allclose(dvae_reference_features(dvae, paths), (alone[0] + alone[1]) / 2, rtol=1e-5, atol=1e-6)
+    pooled = reference_features([log_mel(sf.read(p, dtype="float32")[0], SPEAKER_TINY.mel) for p in paths], SPEAKER_TINY)
+    assert np.abs(pooled - (alone[0] + alone[1]) / 2).max() > 0.1  # the two readings do differ here
+    with pytest.raises(UserError, match="no reference recording"):
+        dvae_reference_features(dvae, [])

@@ -44,10 +44,9 @@ def voices(folder: Path, width: int) -> list[Path]:
 
 
 def voice_references(dvae, names: list[str], voice_data: str | None, clips: int) -> dict:
-    """``{name: reference features}`` of a speaker-conditioned DVAE for each voice: the mean of the
-    features of its first ``clips`` recordings in the ``voice_data`` manifests, each read alone as the
-    decoder read its training references (and as it keeps its training voices: ``voice_means``);
-    {} for a DVAE that reads none."""
+    """``{name: reference features}`` of a speaker-conditioned DVAE for each voice, from its first
+    ``clips`` recordings in the ``voice_data`` manifests (each read alone, then averaged:
+    ``dvae_reference_features``); {} for a DVAE that reads none."""
     if not dvae.cfg.decoder_speaker:
         if voice_data:
             raise UserError("--voice-data is for a speaker-conditioned DVAE; this DVAE reads no reference")
@@ -58,10 +57,7 @@ def voice_references(dvae, names: list[str], voice_data: str | None, clips: int)
     if clips < 1:
         raise UserError(f"--voice-clips must be at least 1, got {clips}")
     from xtts_jax.audio.datasets import load_dataset
-    import numpy as np
-
     from xtts_jax.inference.tts import dvae_reference_features
-    from xtts_jax.models.dvae import voice_means
 
     utts = [u for part in voice_data.split(",") if part.strip() for u in load_dataset(Path(part.strip()))[0]]
     out = {}
@@ -69,7 +65,7 @@ def voice_references(dvae, names: list[str], voice_data: str | None, clips: int)
         paths = [u.audio_path for u in utts if u.speaker == name][:clips]
         if not paths:
             raise UserError(f"--voice-data has no recording of voice {name}")
-        out[name] = voice_means(np.stack([dvae_reference_features(dvae, [p]) for p in paths]), [name] * len(paths))[0]
+        out[name] = dvae_reference_features(dvae, paths)
     return out
 
 

@@ -148,13 +148,18 @@ def decoder_speaker_dim(vocoder: Vocoder, dvae: DVAE | None) -> int:
 
 
 def dvae_reference_features(dvae: DVAE, paths: Sequence[str | Path]) -> np.ndarray:
-    """What a speaker-conditioned DVAE decoder reads of reference recordings ``[2 * n_mels]``."""
+    """What a speaker-conditioned DVAE decoder reads of reference recordings ``[2 * n_mels]``: each
+    recording's :func:`~xtts_jax.models.dvae.reference_features` alone (as the decoder read its
+    training references), averaged over the recordings (as it keeps its training voices)."""
     from xtts_jax.audio.io import load_audio
     from xtts_jax.audio.mel import log_mel
     from xtts_jax.models.dvae import reference_features
 
     cfg = dvae.cfg
-    return reference_features([log_mel(load_audio(p, cfg.mel.sample_rate), cfg.mel, cfg.mel_stats) for p in paths], cfg)
+    if not paths:
+        raise UserError("no reference recording given")
+    return np.mean([reference_features([log_mel(load_audio(p, cfg.mel.sample_rate), cfg.mel, cfg.mel_stats)], cfg)
+                    for p in paths], axis=0).astype(np.float32)
 
 
 def decoder_speaker_from_wavs(checkpoint: str | Path, model: TTS, paths: Sequence[str],
