@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                          "its training voices when rendering (1: as read; choose it on unheard voices), stored in the packed DVAE")
     ap.add_argument("--voice-data", help="for a speaker-conditioned DVAE: manifest(s), comma-separated, whose "
                     "recordings of each voice give its speakers/NAME.decoder.npy (the decoder's reference features)")
-    ap.add_argument("--voice-clips", type=int, default=20, help="recordings a voice's reference features pool")
+    ap.add_argument("--voice-clips", type=int, default=20, help="recordings a voice's reference features average")
     ap.add_argument("--dtype", default="float16", choices=STORAGE_DTYPES, help="how the weights are stored")
     add_sampling_flags(ap)  # given ones become the checkpoint's recommended sampling (chosen on held-out data)
     args = ap.parse_args(argv)
